@@ -1,0 +1,80 @@
+"""The batched model interface that search calls and training updates.
+
+Every call takes a batch. Text in, text out: a *prefix* is the full text the model continues
+(``env.render(problem, steps)``); a proposed step comes back without its stop string.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "eos"]
+
+
+@dataclass(slots=True)
+class Sample:
+    """One proposed step: text (stop string removed), its tokens, per-token logprobs, why it ended.
+
+    finish_reason: "stop" = hit a stop string, "eos" = the model ended the sequence, "length" = hit
+    max_step_tokens.
+    """
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    finish_reason: FinishReason = "stop"
+
+    @property
+    def logprob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class Policy(ABC):
+    """A step-proposing language model. `checkpoint` names the weights (a directory path or id)."""
+
+    checkpoint: str = ""
+
+    @abstractmethod
+    def propose(
+        self,
+        prefixes: Sequence[str],
+        n: int = 1,
+        *,
+        stop: Sequence[str] = ("\n",),
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_step_tokens: int = 64,
+        seed: int | None = None,
+    ) -> list[list[Sample]]:
+        """`n` samples per prefix: result[i][j] is sample j of prefixes[i]. temperature 0 = greedy.
+
+        Same seed, same prefixes, same samples.
+        """
+
+    @abstractmethod
+    def score(self, prefixes: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Summed log p(continuation | prefix) for each pair (natural log)."""
+
+    def reload(self, checkpoint: str) -> None:
+        """Point this backend at new weights (a directory written by training)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reload weights")
+
+    def close(self) -> None:
+        """Release engine resources (processes, GPU memory)."""
+
+
+class ValueModel(ABC):
+    """Estimates how promising a partial solution is: value(prefix) in [-1, 1] (1 = surely correct)."""
+
+    checkpoint: str = ""
+
+    @abstractmethod
+    def value(self, prefixes: Sequence[str]) -> list[float]:
+        """One value in [-1, 1] per prefix."""

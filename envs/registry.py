@@ -1,0 +1,93 @@
+"""Find environments by name: built-ins, `gym:<task>` for any reasoning-gym task, and third-party
+classes declared under the entry-point group ``selfimprove.envs``."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from envs.base import Environment
+from envs.errors import UserError
+
+ENTRY_POINT_GROUP = "selfimprove.envs"
+
+# name -> "module:Class"; imported lazily so `envs list` stays fast.
+BUILTINS: dict[str, str] = {
+    "arithmetic": "envs.arithmetic:ArithmeticEnv",
+    "countdown": "envs.countdown:CountdownEnv",
+    "jsonl-math": "envs.jsonl_math:JsonlMathEnv",
+    "code-humaneval": "envs.code:HumanEvalEnv",
+    "code-jsonl": "envs.code:CodeJsonlEnv",
+    "code-tiny": "envs.code:CodeTinyEnv",
+}
+GYM_PREFIX = "gym:"
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    name: str
+    kind: str
+    source: str
+    description: str
+
+
+def _load_class(target: str) -> type[Environment]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _third_party() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def get_env_class(name: str) -> type[Environment]:
+    if name in BUILTINS:
+        return _load_class(BUILTINS[name])
+    if name.startswith(GYM_PREFIX):
+        from envs.gym import gym_env_class
+
+        return gym_env_class(name[len(GYM_PREFIX):])
+    eps = _third_party()
+    if name in eps:
+        try:
+            cls = eps[name].load()
+        except Exception as e:  # a broken plug-in is the user's error, named
+            raise UserError(f"environment '{name}' (entry point {eps[name].value}) failed to load: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Environment)):
+            raise UserError(f"environment '{name}' (entry point {eps[name].value}) is not an Environment subclass")
+        return cls
+    known = sorted([*BUILTINS, *eps, "gym:<task>"])
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise UserError(f"unknown environment '{name}'{hint}; known: {', '.join(known)}")
+
+
+def make_env(name: str, config: dict[str, Any] | None = None, **knobs: Any) -> Environment:
+    """Build the environment `name` with its knobs validated (unknown or bad knobs are UserErrors)."""
+    return get_env_class(name)(config, **knobs)
+
+
+def list_envs(include_gym: bool = True) -> list[EnvInfo]:
+    """Every environment `make_env` can build: built-ins, reasoning-gym tasks, entry points."""
+    out = []
+    for name, target in BUILTINS.items():
+        try:
+            cls = _load_class(target)
+        except ImportError:
+            continue
+        out.append(EnvInfo(name, cls.kind, "builtin", cls.description))
+    if include_gym:
+        from envs.gym import gym_task_names
+
+        out += [EnvInfo(GYM_PREFIX + t, "math", "reasoning-gym", f"reasoning-gym task '{t}', whole-answer scoring")
+                for t in gym_task_names()]
+    for name, ep in _third_party().items():
+        try:
+            cls = ep.load()
+            out.append(EnvInfo(name, cls.kind, f"entry point {ep.value}", cls.description))
+        except Exception as e:
+            out.append(EnvInfo(name, "?", f"entry point {ep.value}", f"failed to load: {e}"))
+    return out

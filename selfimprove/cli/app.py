@@ -1,0 +1,37 @@
+"""The typer app every command module registers on, and the helpers they share."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="selfimprove",
+    help="Self-improving language models: search, step-level preferences, step-DPO/TPO training, in one loop.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary as the last line.")
+
+
+def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> None:
+    """Print a command's summary: a rich table, or (with --json) one JSON line last on stdout."""
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
+    table = Table(title=title, show_header=False)
+    for k, v in summary.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif isinstance(v, (dict, list)):
+            v = json.dumps(v, default=str)
+        table.add_row(str(k), str(v))
+    console.print(table)
