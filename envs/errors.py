@@ -16,4 +16,5 @@ def pydantic_message(err, source: str) -> str:
     msg = first.get("msg", "invalid value")
     if first.get("type") == "extra_forbidden":
         msg = "unknown key"
+    msg = msg.removeprefix("Value error, ")
     return f"{source}: field '{loc}': {msg}"

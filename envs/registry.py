@@ -43,26 +43,43 @@ def _third_party() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def _load_entry_point(name: str, ep: Any) -> type[Environment]:
+    try:
+        cls = ep.load()
+    except Exception as e:  # a broken plug-in is the user's error, named
+        raise UserError(f"environment '{name}' (entry point {ep.value}) failed to load: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Environment)):
+        raise UserError(f"environment '{name}' (entry point {ep.value}) is not an Environment subclass")
+    return cls
+
+
 def get_env_class(name: str) -> type[Environment]:
     if name in BUILTINS:
-        return _load_class(BUILTINS[name])
+        try:
+            return _load_class(BUILTINS[name])
+        except ImportError as e:  # an optional dependency is missing
+            raise UserError(f"environment '{name}' is not available here: {e}") from None
     if name.startswith(GYM_PREFIX):
         from envs.gym import gym_env_class
 
         return gym_env_class(name[len(GYM_PREFIX):])
     eps = _third_party()
     if name in eps:
-        try:
-            cls = eps[name].load()
-        except Exception as e:  # a broken plug-in is the user's error, named
-            raise UserError(f"environment '{name}' (entry point {eps[name].value}) failed to load: {e}") from None
-        if not (isinstance(cls, type) and issubclass(cls, Environment)):
-            raise UserError(f"environment '{name}' (entry point {eps[name].value}) is not an Environment subclass")
-        return cls
+        return _load_entry_point(name, eps[name])
     known = sorted([*BUILTINS, *eps, "gym:<task>"])
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise UserError(f"unknown environment '{name}'{hint}; known: {', '.join(known)}")
+
+
+def env_source(name: str) -> str:
+    """Where environment `name` comes from: 'builtin', 'reasoning-gym' or 'entry point module:Class'."""
+    if name in BUILTINS:
+        return "builtin"
+    if name.startswith(GYM_PREFIX):
+        return "reasoning-gym"
+    ep = _third_party().get(name)
+    return f"entry point {ep.value}" if ep is not None else "unknown"
 
 
 def make_env(name: str, config: dict[str, Any] | None = None, **knobs: Any) -> Environment:
@@ -85,9 +102,11 @@ def list_envs(include_gym: bool = True) -> list[EnvInfo]:
         out += [EnvInfo(GYM_PREFIX + t, "math", "reasoning-gym", f"reasoning-gym task '{t}', whole-answer scoring")
                 for t in gym_task_names()]
     for name, ep in _third_party().items():
+        if name in BUILTINS or name.startswith(GYM_PREFIX):
+            continue  # a built-in name always means the built-in
         try:
-            cls = ep.load()
+            cls = _load_entry_point(name, ep)
             out.append(EnvInfo(name, cls.kind, f"entry point {ep.value}", cls.description))
-        except Exception as e:
-            out.append(EnvInfo(name, "?", f"entry point {ep.value}", f"failed to load: {e}"))
+        except UserError as e:
+            out.append(EnvInfo(name, "?", f"entry point {ep.value}", f"unusable: {e}"))
     return out
