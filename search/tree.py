@@ -12,7 +12,6 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -85,16 +84,22 @@ class Tree:
         self.answer_node: int | None = None  # the terminal node it came from, when there is one
         self.stats: dict[str, Any] = {}      # budgets used: tokens, simulations, wall time
         self._next_id = 0
+        # Fast access for the search hot path (ids are 0..len-1): node records and child lists by id.
+        self._nodes: list[Node] = []
+        self._kids: list[list[Node]] = []
         self.add_node(None, checkpoint=checkpoint)
 
     # --- building -------------------------------------------------------------------------------
     def add_node(self, parent: int | None, **attrs: Any) -> Node:
-        depth = 0 if parent is None else self.graph.nodes[parent]["node"].depth + 1
+        depth = 0 if parent is None else self._nodes[parent].depth + 1
         node = Node(id=self._next_id, parent=parent, depth=depth, **attrs)
         self._next_id += 1
         self.graph.add_node(node.id, node=node)
+        self._nodes.append(node)
+        self._kids.append([])
         if parent is not None:
             self.graph.add_edge(parent, node.id)
+            self._kids[parent].append(node)
         return node
 
     def add_child(self, parent: int, step: str, **attrs: Any) -> Node:
@@ -105,18 +110,18 @@ class Tree:
         return self.graph.number_of_nodes()
 
     def __iter__(self) -> Iterator[Node]:
-        return (d["node"] for _, d in self.graph.nodes(data=True))
+        return iter(self._nodes)
 
     @property
     def root(self) -> Node:
         return self.graph.nodes[ROOT]["node"]
 
     def node(self, i: int) -> Node:
-        return self.graph.nodes[i]["node"]
+        return self._nodes[i]
 
     def children(self, i: int) -> list[Node]:
-        nodes = self.graph.nodes
-        return [nodes[c]["node"] for c in self.graph.succ[i]]
+        """Children of `i` in insertion order (the list is the tree's own: do not mutate it)."""
+        return self._kids[i]
 
     def parent(self, i: int) -> Node | None:
         p = self.node(i).parent
@@ -128,11 +133,12 @@ class Tree:
 
     def path(self, i: int) -> list[Node]:
         """Nodes from the root to `i`, both included."""
+        nodes = self._nodes
         out = []
-        node: Node | None = self.node(i)
+        node: Node | None = nodes[i]
         while node is not None:
             out.append(node)
-            node = None if node.parent is None else self.node(node.parent)
+            node = None if node.parent is None else nodes[node.parent]
         return out[::-1]
 
     def steps(self, i: int) -> list[str]:
@@ -140,7 +146,7 @@ class Tree:
         return [n.step for n in self.path(i)[1:]]
 
     def leaves(self) -> list[Node]:
-        return [d["node"] for n, d in self.graph.nodes(data=True) if self.graph.out_degree(n) == 0]
+        return [n for n in self._nodes if not self._kids[n.id]]
 
     def terminals(self) -> list[Node]:
         return [n for n in self if n.terminal]
@@ -203,13 +209,20 @@ class Tree:
             tree = cls(Problem(**d["problem"]), config=d.get("config"), checkpoint=d.get("checkpoint"),
                        tree_id=d["id"], prompt=d.get("prompt"))
             tree.graph.clear()
-            for nd in d["nodes"]:
-                node = Node(**{k: v for k, v in nd.items() if k in _NODE_FIELDS})
+            nodes = sorted((Node(**{k: v for k, v in nd.items() if k in _NODE_FIELDS}) for nd in d["nodes"]),
+                           key=lambda n: n.id)
+            if [n.id for n in nodes] != list(range(len(nodes))):
+                raise ValueError("node ids must be 0..n-1")
+            tree._nodes = nodes
+            tree._kids = [[] for _ in nodes]
+            for node in nodes:
                 tree.graph.add_node(node.id, node=node)
+            for node in nodes:
                 if node.parent is not None:
                     tree.graph.add_edge(node.parent, node.id)
-            tree._next_id = max(tree.graph.nodes) + 1
-        except (KeyError, TypeError, ValueError) as e:
+                    tree._kids[node.parent].append(node)
+            tree._next_id = len(nodes)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             raise UserError(f"{source}: malformed tree ({type(e).__name__}: {e})") from None
         tree.answer = d.get("answer")
         tree.answer_node = d.get("answer_node")

@@ -1,0 +1,159 @@
+"""Search benchmark: ratios measured side by side in one run.
+
+(a) bookkeeping speed: MCTS on the toy chain-sum task with the instant scripted backend (node
+    expansions/s, and bookkeeping time per expansion = wall time outside backend calls / expansions);
+(b) 64 problems on the tiny policy: cross-problem batching vs one problem at a time, same trees (asserted);
+(c) share of wall time inside model calls (the batched run of (b));
+(d) greedy vs best-of-N vs beam vs MCTS accuracy on the tiny policy at matched generated-token budgets.
+
+    .venv/bin/python bench/search.py [--policy DIR] [--problems 64] [--sims 32] [--threads 1] [--json]
+
+Without --policy the tiny arithmetic policy is built (or reused) under --workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# Run as `python bench/search.py`, this file's folder comes first on sys.path and would shadow the
+# `search` package: put the repository root there instead.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def compare_trees(a, b) -> tuple[bool, float]:
+    """(same structure, max |logprob difference|). Structure = every node's parent, step, visits, value
+    sum, terminal flag, score and answer. Logprobs may differ in the last float bits: a row's logits
+    depend slightly on its batch-mates' padding."""
+    key = lambda n: (n.parent, n.step, n.visits, n.value_sum, n.terminal, n.score, n.answer)  # noqa: E731
+    same = all([key(n) for n in x] == [key(n) for n in y] for x, y in zip(a, b, strict=True))
+    diff = max((abs(n.logprob - m.logprob) for x, y in zip(a, b, strict=True) for n, m in zip(x, y, strict=False)),
+               default=0.0)
+    return same, diff
+
+
+def bench_bookkeeping(problems: int, sims: int) -> dict:
+    from search.api import run_search
+    from search.testing import ScriptedPolicy, ScriptedValue, ToyEnv, chain_sum_policy, chain_sum_value
+
+    env = ToyEnv(max_steps=12)
+    probs = env.load("test", problems, seed=0)
+    out = {}
+    for label, val in (("rollouts", None), ("value", ScriptedValue(chain_sum_value()))):
+        pol = ScriptedPolicy(chain_sum_policy())
+        r = run_search(env, probs, pol, val, algo="mcts", config={"simulations": sims})
+        s = r.stats
+        book = s["wall_s"] - s["model_s"]
+        out[label] = {"expansions": s["expansions"], "nodes": s["nodes"], "simulations": s["simulations"],
+                      "wall_s": round(s["wall_s"], 3),
+                      "expansions_per_s": round(s["expansions"] / s["wall_s"]),
+                      "simulations_per_s": round(s["simulations"] / s["wall_s"]),
+                      "bookkeeping_us_per_expansion": round(1e6 * book / max(1, s["expansions"]), 1)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", help="tiny policy directory (default: build/reuse one under --workdir)")
+    ap.add_argument("--workdir", default="/tmp/selfimprove-bench-search")
+    ap.add_argument("--problems", type=int, default=64)
+    ap.add_argument("--sims", type=int, default=32)
+    ap.add_argument("--batching-sims", type=int, default=8, help="MCTS simulations for part (b)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-sequential", action="store_true", help="skip the one-at-a-time run of (b)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    report: dict = {"threads": args.threads}
+
+    print("(a) bookkeeping, instant scripted backend", flush=True)
+    report["a_bookkeeping"] = bench_bookkeeping(200, args.sims)
+    for k, v in report["a_bookkeeping"].items():
+        print(f"    mcts/{k}: {v['expansions_per_s']:,} expansions/s, {v['simulations_per_s']:,} simulations/s, "
+              f"{v['bookkeeping_us_per_expansion']} µs bookkeeping per expansion", flush=True)
+
+    from agents.hf import HFPolicy
+    from envs.registry import make_env
+    from search.api import run_search
+
+    policy_dir = args.policy
+    if policy_dir is None:
+        from agents.policy_init import build_tiny_policy
+
+        policy_dir = os.path.join(args.workdir, "tiny-arithmetic")
+        t0 = time.perf_counter()
+        info = build_tiny_policy("arithmetic", policy_dir)
+        print(f"    tiny policy: greedy {info['greedy_accuracy']:.2f}, pass@16 {info['best_of_16_accuracy']:.2f} "
+              f"({'cached' if info.get('cached') else f'built in {time.perf_counter() - t0:.0f} s'})", flush=True)
+    env = make_env("arithmetic")
+    probs = env.load("test", args.problems, seed=0)
+
+    # (b) + (c): the same MCTS search, batched across problems vs one problem at a time; with one leaf per
+    # problem per round (cross-problem batching alone) and with four (virtual loss adds in-tree batching).
+    print(f"(b) {args.problems} problems, MCTS {args.batching_sims} simulations: batched vs one at a time",
+          flush=True)
+    for leaves in (1, 4):
+        cfg = {"simulations": args.batching_sims, "parallel_leaves": leaves}
+        batched = run_search(env, probs, HFPolicy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0)
+        b = batched.stats
+        row = {"batched": {k: b[k] for k in ("wall_s", "model_s", "backend_calls", "mean_batch", "tokens")}}
+        line = (f"    parallel_leaves={leaves}: batched {b['wall_s']:.1f} s ({b['backend_calls']} calls, "
+                f"mean batch {b['mean_batch']:.1f})")
+        if not args.skip_sequential:
+            seq = run_search(env, probs, HFPolicy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0,
+                             max_active=1)
+            q = seq.stats
+            same, diff = compare_trees(batched.trees, seq.trees)
+            row["sequential"] = {k: q[k] for k in ("wall_s", "model_s", "backend_calls", "mean_batch", "tokens")}
+            row.update(speedup=q["wall_s"] / b["wall_s"], same_trees=same, max_logprob_diff=diff)
+            line += (f"; one at a time {q['wall_s']:.1f} s ({q['backend_calls']} calls) -> batching "
+                     f"{row['speedup']:.1f}x faster; same trees: {same} (logprobs within {diff:.1e})")
+            assert same, "batched and one-at-a-time searches built different trees"
+        print(line, flush=True)
+        report[f"b_parallel_leaves_{leaves}"] = row
+    shares = {k: v["batched"]["model_s"] / v["batched"]["wall_s"] for k, v in report.items() if k.startswith("b_")}
+    report["c_model_share"] = shares
+    print("(c) share of wall time inside model calls (batched runs): "
+          + ", ".join(f"{k[2:]} {v:.1%}" for k, v in shares.items()), flush=True)
+
+    # (d) accuracy at matched token budgets.
+    print(f"(d) accuracy on {args.problems} problems at matched generated tokens", flush=True)
+    pol = HFPolicy(policy_dir, seed=0)
+    rows = {}
+
+    def run(label, algo, config):
+        r = run_search(env, probs, pol, algo=algo, config=config, seed=0)
+        s = r.stats
+        rows[label] = {"accuracy": s["accuracy"], "tokens_per_problem": s["tokens"] / len(probs),
+                       "wall_s": round(s["wall_s"], 1)}
+        print(f"    {label:<34} accuracy {s['accuracy']:.3f}   tokens/problem {rows[label]['tokens_per_problem']:7.1f}",
+              flush=True)
+        return s
+
+    g = run("greedy", "greedy", {})
+    m = run(f"mcts ({args.sims} sims)", "mcts", {"simulations": args.sims})
+    per_solution = max(1.0, g["tokens"] / len(probs))
+    n = max(1, round(m["tokens"] / len(probs) / per_solution))
+    run(f"best_of_n majority (N={n})", "best_of_n", {"n": n, "vote": "majority"})
+    run(f"best_of_n verifier/pass@N (N={n})", "best_of_n", {"n": n, "vote": "verifier"})
+    budget = max(1, round(m["tokens"] / len(probs)))
+    run("beam (k=8, n=4, verifier)", "beam", {"beam_width": 8, "expand_n": 4, "token_budget": budget})
+    report["d_accuracy"] = rows
+    if args.json:
+        print(json.dumps(report, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Search algorithms: each is a generator per problem that yields batched requests to the scheduler."""

@@ -1,0 +1,413 @@
+"""The batching scheduler: runs many problems' searches at once and turns their requests into few model calls.
+
+An algorithm is a generator per problem. It yields a list of requests (`Propose`, `Extend`, `Evaluate`) and
+receives the list of their results, in order. The scheduler alternates a *policy phase* (every pending
+`Propose`/`Extend` of every active problem, merged into one `policy.propose` call per (n, temperature),
+chunked by `max_batch` sequences) and a *value phase* (every pending `Evaluate`, one `value.value` call per
+chunk). After each phase every problem whose requests are all answered continues at once, so its next
+request joins the very next phase; nobody waits for the slowest tree. New terminal nodes (and rollout
+ends) are scored with one `env.score_many` call per phase.
+
+Sampling seeds are derived per prefix from (search seed, problem index, the problem's request count, item),
+so a problem's tree does not depend on which other problems shared its batches (given a backend that
+honours one seed per prefix; see `_propose`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.base import Environment
+from envs.types import Problem
+from search.tree import Node, Tree
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Propose:
+    """Sample `n` next steps for each node and add them to the tree as children (identical siblings merge).
+
+    Result: for each node, the child id each of the `n` samples landed on (ids repeat when samples merged).
+    """
+
+    node_ids: list[int]
+    n: int = 1
+    temperature: float = 1.0
+
+
+@dataclass(slots=True)
+class Extend:
+    """Sample one next step after each off-tree path of steps (rollouts); the tree is not touched.
+
+    Result: one `RolloutStep` per path.
+    """
+
+    paths: list[list[str]]
+    temperature: float = 0.0
+
+
+@dataclass(slots=True)
+class Evaluate:
+    """Value-model estimates of the prefixes ending at these nodes; also stored as `node.value`.
+
+    Result: one float per node.
+    """
+
+    node_ids: list[int]
+
+
+@dataclass(slots=True)
+class RolloutStep:
+    text: str
+    num_tokens: int
+    terminal: bool
+    score: float | None = None
+    answer: str | None = None
+
+
+Request = Propose | Extend | Evaluate
+Search = Generator[list[Request], list[Any], None]
+
+# --- per-problem state ------------------------------------------------------------------------------
+
+
+def mix_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (splitmix64 rounds): deterministic across runs and platforms."""
+    x = 0x9E3779B97F4A7C15
+    mask = (1 << 64) - 1
+    for p in parts:
+        x = (x ^ (p & mask)) & mask
+        x = (x + 0x9E3779B97F4A7C15) & mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        x ^= x >> 31
+    return x & 0x7FFFFFFF
+
+
+class SearchContext:
+    """What an algorithm sees of its problem: the tree, the env, its config, budgets, and a seeded rng.
+
+    Plain attributes only (read in the hot path). `tokens` and `simulations` are what the problem used;
+    `out_of_budget()` says when the token or wall-time budget is spent (the current round may overshoot
+    by the tokens it already asked for).
+    """
+
+    __slots__ = (
+        "_rng",
+        "checkpoint",
+        "config",
+        "env",
+        "has_value",
+        "index",
+        "log_mass",
+        "max_depth",
+        "prior_alpha",
+        "problem",
+        "round",
+        "seed",
+        "simulations",
+        "start",
+        "token_budget",
+        "tokens",
+        "tree",
+        "wall_budget_s",
+    )
+
+    def __init__(self, index: int, problem: Problem, tree: Tree, env: Environment, config: Any, *,
+                 seed: int = 0, has_value: bool = False, checkpoint: str | None = None):
+        self.index = index
+        self.problem = problem
+        self.tree = tree
+        self.env = env
+        self.config = config
+        self.seed = seed
+        self.has_value = has_value
+        self.checkpoint = checkpoint
+        self._rng: np.random.Generator | None = None
+        self.max_depth = int(getattr(config, "max_depth", 16))
+        self.prior_alpha = float(getattr(config, "prior_alpha", 1.0))
+        self.token_budget = getattr(config, "token_budget", None)
+        self.wall_budget_s = getattr(config, "wall_budget_s", None)
+        self.tokens = 0
+        self.simulations = 0
+        self.round = 0
+        self.start = time.perf_counter()
+        self.log_mass: dict[int, float] = {}  # unnormalised log prior mass per child (merged duplicates summed)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """numpy Generator seeded from (search seed, problem index); made on first use (it costs ~0.3 ms)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng([self.seed, self.index])
+        return self._rng
+
+    def out_of_budget(self) -> bool:
+        if self.token_budget is not None and self.tokens >= self.token_budget:
+            return True
+        return self.wall_budget_s is not None and time.perf_counter() - self.start >= self.wall_budget_s
+
+
+_PENDING = object()
+
+
+class _Job:
+    __slots__ = ("ctx", "done", "gen", "reqs", "results", "todo")
+
+    def __init__(self, ctx: SearchContext, gen: Search):
+        self.ctx = ctx
+        self.gen = gen
+        self.reqs: list[Request] = []
+        self.results: list[Any] = []
+        self.todo = 0
+        self.done = False
+
+
+# --- the scheduler ----------------------------------------------------------------------------------
+
+
+class Scheduler:
+    """Drives searches (`(SearchContext, generator)` pairs) to completion with merged, chunked model calls."""
+
+    def __init__(self, env: Environment, policy: Any, value_model: Any = None, *, max_batch: int = 256,
+                 max_active: int | None = None, max_step_tokens: int = 64, top_p: float = 1.0,
+                 seed: int = 0, progress: Callable[[int, int], None] | None = None):
+        self.env = env
+        self.policy = policy
+        self.value_model = value_model
+        self.max_batch = max(1, int(max_batch))
+        self.max_active = max_active
+        self.max_step_tokens = max_step_tokens
+        self.top_p = top_p
+        self.progress = progress
+        self.stop = list(env.stop)
+        self.per_prefix_seeds = bool(getattr(policy, "per_prefix_seeds", False))
+        self.call_seed = mix_seed(seed, 0x5EED)
+        self.stats: dict[str, Any] = {
+            "policy_calls": 0, "value_calls": 0, "policy_sequences": 0, "value_sequences": 0,
+            "model_s": 0.0, "score_s": 0.0, "tokens": 0, "phases": 0, "expansions": 0,
+        }
+
+    # --- main loop ------------------------------------------------------------------------------
+    def run(self, searches: Sequence[tuple[SearchContext, Search]]) -> None:
+        total = len(searches)
+        waiting = deque(_Job(c, g) for c, g in searches)
+        max_active = self.max_active or total or 1
+        active: list[_Job] = []
+        finished = 0
+
+        def start_more() -> None:
+            nonlocal finished
+            while waiting and len(active) < max_active:
+                job = waiting.popleft()
+                job.ctx.start = time.perf_counter()
+                self._advance(job, None)
+                if job.done:
+                    finished += 1
+                    self._finish(job, finished, total)
+                else:
+                    active.append(job)
+
+        start_more()
+        phase = 0
+        while active:
+            served = self._policy_phase(active) if phase == 0 else self._value_phase(active)
+            phase ^= 1
+            self.stats["phases"] += served
+            still = []
+            for job in active:
+                if job.todo == 0:
+                    self._advance(job, job.results)
+                    if job.done:
+                        finished += 1
+                        self._finish(job, finished, total)
+                        continue
+                still.append(job)
+            active = still
+            start_more()
+
+    def _advance(self, job: _Job, send: list[Any] | None) -> None:
+        try:
+            while True:
+                reqs = job.gen.send(send)
+                job.ctx.round += 1
+                if reqs:
+                    break
+                send = []
+        except StopIteration:
+            job.done = True
+            return
+        for r in reqs:
+            if not isinstance(r, (Propose, Extend, Evaluate)):
+                raise TypeError(f"search yielded {type(r).__name__}, not a Propose/Extend/Evaluate request")
+            if isinstance(r, Evaluate) and self.value_model is None:
+                raise ValueError("search asked for values but no value model was given")
+        job.reqs = reqs
+        job.results = [_PENDING] * len(reqs)
+        job.todo = len(reqs)
+
+    def _finish(self, job: _Job, done: int, total: int) -> None:
+        ctx = job.ctx
+        ctx.tree.stats.update(tokens=ctx.tokens, simulations=ctx.simulations, rounds=ctx.round,
+                              wall_s=round(time.perf_counter() - ctx.start, 6), nodes=len(ctx.tree))
+        self.stats["tokens"] += ctx.tokens
+        if self.progress is not None:
+            self.progress(done, total)
+
+    # --- policy phase ---------------------------------------------------------------------------
+    def _policy_phase(self, active: list[_Job]) -> bool:
+        env = self.env
+        groups: dict[tuple[int, float], list[tuple[str, int, _Job, int, int]]] = {}
+        served: list[tuple[_Job, int]] = []
+        for job in active:
+            ctx = job.ctx
+            for ri, req in enumerate(job.reqs):
+                if job.results[ri] is not _PENDING:
+                    continue
+                if isinstance(req, Propose):
+                    tree = ctx.tree
+                    items = [env.render(ctx.problem, tree.steps(i)) for i in req.node_ids]
+                    key = (req.n, float(req.temperature))
+                    self.stats["expansions"] += len(items)
+                elif isinstance(req, Extend):
+                    items = [env.render(ctx.problem, p) for p in req.paths]
+                    key = (1, float(req.temperature))
+                else:
+                    continue
+                job.results[ri] = [None] * len(items)
+                served.append((job, ri))
+                bucket = groups.setdefault(key, [])
+                for k, prefix in enumerate(items):
+                    bucket.append((prefix, mix_seed(ctx.seed, ctx.index, ctx.round, ri, k), job, ri, k))
+        if not served:
+            return False
+        # Sample: one call per (n, temperature) group and chunk of at most max_batch sequences.
+        for (n, temperature), bucket in groups.items():
+            per_call = max(1, self.max_batch // max(1, n))
+            for lo in range(0, len(bucket), per_call):
+                chunk = bucket[lo:lo + per_call]
+                outs = self._propose([c[0] for c in chunk], n, temperature, [c[1] for c in chunk])
+                for (_, _, job, ri, k), samples in zip(chunk, outs, strict=True):
+                    job.results[ri][k] = samples
+        # Turn samples into tree nodes / rollout steps; collect everything to score in one call.
+        to_score: list[tuple[Any, list[str]]] = []
+        for job, ri in served:
+            req, res = job.reqs[ri], job.results[ri]
+            if isinstance(req, Propose):
+                job.results[ri] = [self._expand(job.ctx, nid, samples, to_score)
+                                   for nid, samples in zip(req.node_ids, res, strict=True)]
+            else:
+                job.results[ri] = [self._rollout_step(job.ctx, path, samples[0], to_score)
+                                   for path, samples in zip(req.paths, res, strict=True)]
+            job.todo -= 1
+        if to_score:
+            t0 = time.perf_counter()
+            items = [(target[0].problem, steps) for target, steps in to_score]
+            scores = env.score_many(items)
+            for (target, steps), s in zip(to_score, scores, strict=True):
+                obj = target[1]
+                obj.score = float(s)
+                obj.answer = env.extract_answer(target[0].problem, steps)
+            self.stats["score_s"] += time.perf_counter() - t0
+        return True
+
+    def _propose(self, prefixes: list[str], n: int, temperature: float, seeds: list[int]) -> list[list[Any]]:
+        # A backend that sets `per_prefix_seeds = True` takes one seed per prefix (derived from the problem
+        # and its request count). Others get the same seed on every call: the HF and vLLM backends seed
+        # each row from (call seed, prefix text, sample index), which is equally batch-independent.
+        seed: Any = seeds if self.per_prefix_seeds else self.call_seed
+        t0 = time.perf_counter()
+        out = self.policy.propose(prefixes, n, stop=self.stop, temperature=temperature, top_p=self.top_p,
+                                  max_step_tokens=self.max_step_tokens, seed=seed)
+        self.stats["model_s"] += time.perf_counter() - t0
+        self.stats["policy_calls"] += 1
+        self.stats["policy_sequences"] += len(prefixes) * n
+        return out
+
+    def _expand(self, ctx: SearchContext, node_id: int, samples: list[Any], to_score: list) -> list[int]:
+        """Add the samples under `node_id` (merging identical steps), renormalise priors; child id per sample."""
+        tree = ctx.tree
+        parent = tree._nodes[node_id]
+        kids = tree._kids[node_id]
+        by_text = {c.step: c for c in kids}
+        log_mass = ctx.log_mass
+        alpha = ctx.prior_alpha
+        env = self.env
+        steps: list[str] | None = None
+        out = []
+        for s in samples:
+            ntok = len(s.token_ids)
+            ctx.tokens += ntok
+            lp = float(sum(s.token_logprobs))
+            lm = lp / (max(1, len(s.token_logprobs)) ** alpha)
+            child = by_text.get(s.text)
+            if child is None:
+                if steps is None:
+                    steps = tree.steps(node_id)
+                child_steps = [*steps, s.text]
+                terminal = (s.finish_reason == "eos" or parent.depth + 1 >= ctx.max_depth
+                            or env.is_terminal(ctx.problem, child_steps))
+                child = tree.add_child(node_id, s.text, num_tokens=ntok, logprob=lp, terminal=terminal,
+                                       finish_reason=s.finish_reason, checkpoint=ctx.checkpoint)
+                by_text[s.text] = child
+                log_mass[child.id] = lm
+                if terminal:
+                    to_score.append(((ctx, child), child_steps))
+            else:
+                a = log_mass[child.id]
+                log_mass[child.id] = max(a, lm) + math.log1p(math.exp(-abs(a - lm)))
+            out.append(child.id)
+        if len(kids) == 1:
+            kids[0].prior = 1.0
+        else:
+            top = max(log_mass[c.id] for c in kids)
+            w = [math.exp(log_mass[c.id] - top) for c in kids]
+            z = sum(w)
+            for c, wi in zip(kids, w, strict=True):
+                c.prior = wi / z
+        return out
+
+    def _rollout_step(self, ctx: SearchContext, path: list[str], sample: Any, to_score: list) -> RolloutStep:
+        ntok = len(sample.token_ids)
+        ctx.tokens += ntok
+        steps = [*path, sample.text]
+        terminal = (sample.finish_reason == "eos" or len(steps) >= ctx.max_depth
+                    or self.env.is_terminal(ctx.problem, steps))
+        step = RolloutStep(sample.text, ntok, terminal)
+        if terminal:
+            to_score.append(((ctx, step), steps))
+        return step
+
+    # --- value phase ----------------------------------------------------------------------------
+    def _value_phase(self, active: list[_Job]) -> bool:
+        env = self.env
+        served = False
+        bucket: list[tuple[str, Node, _Job, int, int]] = []
+        for job in active:
+            ctx = job.ctx
+            for ri, req in enumerate(job.reqs):
+                if isinstance(req, Evaluate) and job.results[ri] is _PENDING:
+                    job.results[ri] = [0.0] * len(req.node_ids)
+                    for k, i in enumerate(req.node_ids):
+                        node = ctx.tree._nodes[i]
+                        bucket.append((env.render(ctx.problem, ctx.tree.steps(i)), node, job, ri, k))
+                    job.todo -= 1
+                    served = True
+        for lo in range(0, len(bucket), self.max_batch):
+            chunk = bucket[lo:lo + self.max_batch]
+            t0 = time.perf_counter()
+            values = self.value_model.value([c[0] for c in chunk])
+            self.stats["model_s"] += time.perf_counter() - t0
+            self.stats["value_calls"] += 1
+            self.stats["value_sequences"] += len(chunk)
+            for (_, node, job, ri, k), v in zip(chunk, values, strict=True):
+                node.value = float(v)
+                job.results[ri][k] = float(v)
+        return served

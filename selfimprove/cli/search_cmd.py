@@ -1,0 +1,75 @@
+"""`selfimprove search`: run a search algorithm over an environment's problems and write trees.jsonl."""
+
+from __future__ import annotations
+
+import typer
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from envs.errors import UserError
+from selfimprove.cli.app import JSON_OPTION, app, emit, err_console
+
+
+def parse_sets(items: list[str]) -> dict:
+    """`key=value` pairs (values parsed as YAML scalars: 3, 0.5, true, puct) into a dict."""
+    out = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--set '{item}': expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"--set '{item}': value is not a valid scalar") from None
+    return out
+
+
+@app.command("search")
+def search(
+    policy: str = typer.Option(..., "--policy", help="Policy model directory (HF) or GGUF file."),
+    value: str | None = typer.Option(None, "--value", help="Value model directory (optional)."),
+    env: str = typer.Option(..., "--env", help="Environment name (see `selfimprove envs list`)."),
+    algo: str = typer.Option("mcts", "--algo", help="mcts, beam, dfs, best_of_n or greedy."),
+    problems: int = typer.Option(16, "--problems", min=1, help="How many problems to search."),
+    seed: int = typer.Option(0, "--seed", help="Seed for problem choice and sampling."),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    out: str = typer.Option("trees.jsonl", "--out", help="Where to write the trees (one per line)."),
+    sets: list[str] = typer.Option([], "--set", help="Algorithm config key=value (repeatable)."),
+    max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most sequences per backend call."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Search every problem with one policy (and value model), batching all problems' requests together."""
+    from envs.registry import make_env
+    from search.api import run_search
+    from search.registry import make_config
+    from search.tree import write_trees
+
+    if split not in ("train", "test"):
+        raise UserError(f"--split must be 'train' or 'test', got '{split}'")
+    config = make_config(algo, parse_sets(sets))  # bad algo / key fails before any model loads
+    environment = make_env(env)
+    items = environment.load(split, problems, seed=seed)
+
+    from agents.hf import HFPolicy
+
+    pol = HFPolicy(policy, seed=seed)
+    val = None
+    if value is not None:
+        from pathlib import Path
+
+        from agents.value import HFValueModel
+
+        if not Path(value).is_dir():
+            raise UserError(f"--value '{value}' is not a directory (a saved value model)")
+        val = HFValueModel(value)
+    with Progress(TextColumn("searching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("search", total=len(items))
+        result = run_search(environment, items, pol, val, algo=algo, config=config, seed=seed,
+                            max_batch=max_batch, progress=lambda done, total: bar.update(task, completed=done))
+    write_trees(out, result.trees)
+    s = result.stats
+    summary = {"out": out, "algo": algo, "env": env, "problems": s["problems"], "accuracy": s["accuracy"],
+               "nodes": s["nodes"], "backend_calls": s["backend_calls"], "mean_batch": s["mean_batch"],
+               "tokens": s["tokens"], "wall_s": s["wall_s"], "model_share": s["model_share"]}
+    emit(summary, as_json, title="search")
