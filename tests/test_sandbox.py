@@ -1,0 +1,126 @@
+"""The sandbox: results, verdicts, limits, the pool, and the refusal to run unsandboxed.
+
+Every behaviour is checked in both modes: bubblewrap (skipped only when bwrap is absent) and the
+unshare+chroot fallback (forced with mode="fallback"; it needs root).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from envs.errors import UserError
+from envs.sandbox import UNSAFE_ENV, Check, Limits, Sandbox, available, missing_prerequisite
+
+MODES = ["bwrap", "fallback"]
+
+
+@pytest.fixture(params=MODES)
+def box(request):
+    # Skip only when the mode's program (or root, for the fallback) is absent; present but broken fails.
+    missing = missing_prerequisite(request.param)
+    if missing is not None:
+        pytest.skip(missing)
+    why = available(request.param)
+    assert why is None, why
+    return Sandbox(request.param, Limits(timeout=10.0), workers=4)
+
+
+def test_scores_fraction_and_keeps_first_failure(box):
+    prog = "def add(a, b):\n    return a + b if a < 5 else a - b\n"
+    res = box.run(prog, ["assert add(1, 2) == 3", "assert add(7, 1) == 8", "assert add(2, 2) == 4",
+                         "assert add(9, 9) == 18"])
+    assert res.status == "failed" and res.mode == box.mode
+    assert (res.passed, res.total) == (2, 4) and res.fraction == 0.5
+    assert res.checks == [True, False, True, False]
+    assert res.verdict == "test 1 failed: assert add(7, 1) == 8 (got 6)"
+
+
+def test_all_pass_is_ok_and_uncounted_setup_does_not_count(box):
+    res = box.run("def sq(x):\n    return x * x\n",
+                  [Check("import math", counted=False), "assert sq(3) == 9", "assert sq(math.isqrt(16)) == 16"])
+    assert res.status == "ok" and (res.passed, res.total) == (2, 2) and res.fraction == 1.0
+    assert res.verdict == "all checks passed" and res.exit_code == 0 and res.signal is None
+
+
+def test_program_errors_fail_every_check(box):
+    res = box.run("def f(x):\n    return 10 // x\ny = f(0)\n", ["assert f(1) == 10"])
+    assert res.status == "failed" and res.passed == 0 and res.total == 1
+    assert res.verdict.startswith("program raised ZeroDivisionError: integer division or modulo by zero")
+    assert "line 2" in res.verdict
+    res = box.run("def f(x)\n    return x\n", ["assert f(1) == 1"])
+    assert res.status == "failed" and "SyntaxError" in res.verdict and res.fraction == 0.0
+    res = box.run("def f(x):\n    return x\n", ["assert f(1) == 1", "assert f(undefined) == 1"])
+    assert res.status == "failed" and res.verdict.startswith("test 1 raised NameError")
+
+
+def test_stdout_is_captured_and_capped(box):
+    res = box.run("print('hello'); import sys; print('oops', file=sys.stderr)")
+    assert res.status == "ok" and res.stdout == "hello\n" and res.stderr == "oops\n"
+    small = Sandbox(box.mode, Limits(timeout=10.0, output_bytes=1000))
+    res = small.run("print('x' * 5000)")
+    assert res.status == "ok" and res.stdout_truncated and res.stdout == "x" * 1000
+
+
+def test_partial_credit_survives_a_timeout(box):
+    res = box.run("def f(x):\n    while x > 5:\n        pass\n    return x\n",
+                  ["assert f(1) == 1", "assert f(2) == 2", "assert f(9) == 9"], timeout=1.0)
+    assert res.status == "timeout" and (res.passed, res.total) == (2, 3)
+    assert res.verdict == "timed out after 1 s"
+    assert res.duration < 4.0
+
+
+def test_pool_runs_concurrently_and_keeps_order(box):
+    jobs = [(f"import time\ntime.sleep(0.6)\nv = {i}", [f"assert v == {i}", "assert v != 2"]) for i in range(4)]
+    t0 = time.monotonic()
+    results = box.run_many(jobs)
+    wall = time.monotonic() - t0
+    assert [r.status for r in results] == ["ok", "ok", "failed", "ok"]
+    assert results[2].verdict == "test 1 failed: assert v != 2"
+    assert wall < 4 * 0.6, f"4 sleeping runs on 4 workers took {wall:.2f} s: not concurrent"
+
+
+def test_refuses_to_run_unsandboxed_without_opt_in(monkeypatch):
+    monkeypatch.delenv(UNSAFE_ENV, raising=False)
+    with pytest.raises(UserError, match="without isolation"):
+        Sandbox("none")
+    with pytest.raises(UserError, match="unknown sandbox mode"):
+        Sandbox("docker")
+    res = Sandbox("none", Limits(timeout=10.0), i_understand_this_is_unsafe=True).run("x = 1", ["assert x == 1"])
+    assert res.status == "ok" and res.mode == "none"
+    monkeypatch.setenv(UNSAFE_ENV, "1")
+    assert Sandbox("none").mode == "none"
+
+
+def test_auto_picks_a_real_sandbox():
+    if available("bwrap") is None:
+        assert Sandbox().mode == "bwrap"
+    elif available("fallback") is None:
+        assert Sandbox().mode == "fallback"
+    else:
+        with pytest.raises(UserError, match="no sandbox works"):
+            Sandbox()
+
+
+def test_auto_falls_back_when_bwrap_is_absent(tmp_path):
+    """With no bwrap on PATH, auto mode picks the fallback (root) or refuses (not root); never 'none'."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("util-linux 'unshare' not found")
+    (tmp_path / "unshare").symlink_to(unshare)
+    code = ("from envs.errors import UserError\nfrom envs.sandbox import Sandbox\ntry:\n    b = Sandbox()\n"
+            "    print(b.mode, b.run('x = 2', ['assert x == 2']).status)\nexcept UserError as e:\n"
+            "    print('refused', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": str(tmp_path), "PYTHONPATH": str(Path(__file__).parent.parent)}).stdout
+    if os.geteuid() == 0:
+        assert out.strip() == "fallback ok"
+    else:
+        assert out.startswith("refused no sandbox works on this machine")
