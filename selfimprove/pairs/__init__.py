@@ -1,0 +1,67 @@
+"""Preference data from search trees: records (pairs, ranked lists), strategies, and `extract`."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from envs.errors import UserError, pydantic_message
+from search.tree import Tree
+from selfimprove.pairs.records import PreferenceList, PreferencePair, Record, read_records, write_records
+from selfimprove.pairs.strategies import STRATEGIES, StrategyConfig
+
+__all__ = ["STRATEGIES", "PreferenceList", "PreferencePair", "Record", "extract", "make_config",
+           "read_records", "write_records"]
+
+
+def make_config(strategy: str, config: StrategyConfig | dict[str, Any] | None = None) -> StrategyConfig:
+    """The strategy's validated config; an unknown strategy or knob is a UserError."""
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown strategy '{strategy}' (choose from: {', '.join(STRATEGIES)})")
+    cls = STRATEGIES[strategy].config
+    if isinstance(config, cls):
+        return config
+    if isinstance(config, StrategyConfig):
+        config = config.model_dump()
+    try:
+        return cls(**(config or {}))
+    except ValidationError as e:
+        raise UserError(pydantic_message(e, f"strategy '{strategy}'")) from None
+
+
+def extract(trees: Iterable[Tree], strategy: str = "q-gap", config: StrategyConfig | dict | None = None, *,
+            iteration: int = 0, seed: int = 0) -> tuple[list[Record], dict[str, Any]]:
+    """Records from every tree (deduplicated, in tree order) and their stats.
+
+    stats: strategy, trees, count, duplicates (dropped), mean_margin (pairs: margin; lists: best minus
+    worst score), depth_histogram {depth: count}.
+    """
+    cfg = make_config(strategy, config)
+    fn = STRATEGIES[strategy].fn
+    records: list[Record] = []
+    seen: set[tuple] = set()
+    n_trees = dups = 0
+    for tree in trees:
+        n_trees += 1
+        for rec in fn(tree, cfg, random.Random(f"{seed}:{tree.id}")):
+            if rec.key in seen:
+                dups += 1
+                continue
+            seen.add(rec.key)
+            rec.iteration = iteration
+            records.append(rec)
+    margins = [r.margin if isinstance(r, PreferencePair) else r.scores[0] - r.scores[-1] for r in records]
+    depths = Counter(r.depth for r in records)
+    stats = {
+        "strategy": strategy,
+        "trees": n_trees,
+        "count": len(records),
+        "duplicates": dups,
+        "mean_margin": sum(margins) / len(margins) if margins else 0.0,
+        "depth_histogram": {str(d): depths[d] for d in sorted(depths)},
+    }
+    return records, stats

@@ -1,0 +1,222 @@
+"""Value-model training from search trees: regression onto outcomes plus a sibling ranking loss.
+
+Each tree node becomes an example: its prefix text (``tree.prompt`` + steps, each + delimiter) and a
+target in [-1, 1] — by default the Monte-Carlo success of its subtree (2·correct/terminals − 1, nodes
+with no terminal below are skipped), or its MCTS Q (`target="q"`). The loss is
+``MSE(tanh(raw), target) + rank_weight · mean relu(rank_margin − (tanh(raw_a) − tanh(raw_b)))`` over
+sibling pairs whose targets differ by more than `rank_gap` (a above b; the SVPO-style step ranking).
+Held-out trees (split by tree, so shared prefixes do not leak) give the AUROC of telling prefixes that
+reach a verified-correct answer from prefixes whose subtree has answers but none correct.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from envs.errors import UserError
+from envs.io import atomic_write_json
+from search.tree import Tree, read_trees
+from selfimprove.pairs.strategies import outcome_counts, prefix_text
+from selfimprove.train.policy import peak_rss_mb, replace_dir
+
+
+@dataclass
+class ValueExample:
+    prefix: str
+    target: float
+    label: int | None   # 1: reaches a correct answer, 0: has answers below but none correct, None: unknown
+    group: tuple[int, int | None]  # (tree index, parent id): siblings share a group
+
+
+def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """Area under the ROC curve by the rank-sum (Mann–Whitney) formula, ties given average ranks."""
+    pairs = sorted(zip(scores, labels, strict=True), key=lambda x: x[0])
+    n_pos = sum(1 for _, y in pairs if y == 1)
+    n_neg = len(pairs) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j + 1 < len(pairs) and pairs[j + 1][0] == pairs[i][0]:
+            j += 1
+        avg = (i + j) / 2 + 1  # 1-based average rank of the tie block
+        rank_sum += avg * sum(1 for k in range(i, j + 1) if pairs[k][1] == 1)
+        i = j + 1
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def value_examples(trees: Sequence[Tree], *, target: str = "mc", delimiter: str = "\n",
+                   min_visits: int = 1) -> list[ValueExample]:
+    """One example per node that has a target (see the module docstring)."""
+    if target not in ("mc", "q"):
+        raise UserError(f"value target '{target}' is not 'mc' or 'q'")
+    out = []
+    for t_idx, tree in enumerate(trees):
+        counts = outcome_counts(tree)
+        for node in sorted(tree, key=lambda n: n.id):
+            terms, correct = counts[node.id]
+            label = 1 if correct > 0 else (0 if terms > 0 else None)
+            if target == "mc":
+                if terms == 0:
+                    continue
+                y = 2.0 * correct / terms - 1.0
+            else:
+                if node.visits < min_visits:
+                    continue
+                y = max(-1.0, min(1.0, node.q))
+            out.append(ValueExample(prefix_text(tree, node.id, delimiter), y, label, (t_idx, node.parent)))
+    return out
+
+
+def _encode(tok, texts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tok(list(texts), padding=True, return_tensors="pt")
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+@torch.no_grad()
+def predict(model, tok, prefixes: Sequence[str], batch_size: int = 64) -> list[float]:
+    """tanh(raw) for each prefix."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out: list[float] = []
+    for i in range(0, len(prefixes), batch_size):
+        out += torch.tanh(model(*_encode(tok, prefixes[i : i + batch_size], dev)).float()).tolist()
+    model.train(was)
+    return out
+
+
+def evaluate(model, tok, examples: Sequence[ValueExample]) -> dict[str, float | None]:
+    """MSE against targets and AUROC on labelled examples."""
+    if not examples:
+        return {"mse": None, "auroc": None}
+    v = predict(model, tok, [e.prefix for e in examples])
+    mse = sum((a - e.target) ** 2 for a, e in zip(v, examples, strict=True)) / len(v)
+    lab = [(a, e.label) for a, e in zip(v, examples, strict=True) if e.label is not None]
+    return {"mse": mse, "auroc": auroc([a for a, _ in lab], [y for _, y in lab]) if lab else None}
+
+
+def value_loss(values: torch.Tensor, targets: torch.Tensor, groups: Sequence, *, rank_weight: float,
+               rank_margin: float, rank_gap: float) -> tuple[torch.Tensor, int]:
+    """MSE(values, targets) + rank_weight · mean sibling margin loss; also the number of ranked pairs."""
+    loss = torch.nn.functional.mse_loss(values, targets)
+    a_idx, b_idx = [], []
+    for i in range(len(groups)):
+        for j in range(len(groups)):
+            if i != j and groups[i] == groups[j] and float(targets[i]) > float(targets[j]) + rank_gap:
+                a_idx.append(i)
+                b_idx.append(j)
+    if a_idx and rank_weight > 0:
+        diff = values[a_idx] - values[b_idx]
+        loss = loss + rank_weight * torch.relu(rank_margin - diff).mean()
+    return loss, len(a_idx)
+
+
+def load_value_model(init_from: str | os.PathLike):
+    """A ValueHeadModel from a saved value directory, or a fresh head on a policy's trunk."""
+    from agents.value import CONFIG_FILE, ValueHeadModel
+
+    p = Path(init_from)
+    model = ValueHeadModel.from_pretrained(str(p)) if (p / CONFIG_FILE).is_file() else \
+        ValueHeadModel.from_policy(str(p))
+    if model.tokenizer.pad_token_id is None:
+        model.tokenizer.pad_token = model.tokenizer.eos_token
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike, *,
+                init_from: str | os.PathLike, epochs: int = 3, lr: float = 1e-4, seed: int = 0,
+                heldout_fraction: float = 0.2, batch_size: int = 32, target: str = "mc", delimiter: str = "\n",
+                rank_weight: float = 1.0, rank_margin: float = 0.1, rank_gap: float = 0.1,
+                max_length: int = 1024, progress: Callable[[int, int, dict], None] | None = None
+                ) -> dict[str, Any]:
+    """Train a value model on tree nodes; write it to `out_dir` atomically; return metrics.
+
+    Metrics include heldout_auroc_before / heldout_auroc (after) and heldout_mse_before / heldout_mse.
+    """
+    if isinstance(trees, (str, os.PathLike)):
+        trees = read_trees(trees)
+    trees = list(trees)
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise UserError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    rng = random.Random(seed)
+    order = list(range(len(trees)))
+    rng.shuffle(order)
+    n_held = min(len(trees) - 1, max(1, round(heldout_fraction * len(trees)))) if heldout_fraction > 0 else 0
+    held_idx = set(order[:n_held])
+    train_trees = [t for i, t in enumerate(trees) if i not in held_idx]
+    held_trees = [t for i, t in enumerate(trees) if i in held_idx]
+    train = value_examples(train_trees, target=target, delimiter=delimiter)
+    held = value_examples(held_trees, target=target, delimiter=delimiter)
+    if not train:
+        raise UserError("no value-training examples: the trees have no terminal nodes (target 'mc') "
+                        "or no visited nodes (target 'q')")
+    torch.manual_seed(seed)
+    model = load_value_model(init_from)
+    tok = model.tokenizer
+    n_long = sum(len(tok(e.prefix).input_ids) > max_length for e in train)
+    train = [e for e in train if len(tok(e.prefix).input_ids) <= max_length]
+    held = [e for e in held if len(tok(e.prefix).input_ids) <= max_length]
+    before = evaluate(model, tok, held)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    dev = next(model.parameters()).device
+    groups: dict[tuple, list[ValueExample]] = {}
+    for e in train:
+        groups.setdefault(e.group, []).append(e)
+    history, step, rank_pairs = [], 0, 0
+    t0 = time.perf_counter()
+    total = epochs * math.ceil(len(train) / batch_size)
+    for _ in range(epochs):
+        buckets = list(groups.values())
+        rng.shuffle(buckets)
+        flat = [e for b in buckets for e in b]
+        for i in range(0, len(flat), batch_size):
+            batch = flat[i : i + batch_size]
+            raw = model(*_encode(tok, [e.prefix for e in batch], dev)).float()
+            targets = torch.tensor([e.target for e in batch], device=dev)
+            loss, n_rank = value_loss(torch.tanh(raw), targets, [e.group for e in batch], rank_weight=rank_weight,
+                                      rank_margin=rank_margin, rank_gap=rank_gap)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            rank_pairs += n_rank
+            history.append({"step": step, "loss": loss.item(), "rank_pairs": n_rank})
+            if progress:
+                progress(step, total, history[-1])
+    wall = time.perf_counter() - t0
+    after = evaluate(model, tok, held)
+    metrics = {
+        "trees": len(trees), "train_trees": len(train_trees), "heldout_trees": len(held_trees),
+        "train_examples": len(train), "heldout_examples": len(held), "skipped_long": n_long,
+        "heldout_labelled": sum(e.label is not None for e in held), "target": target, "epochs": epochs, "lr": lr,
+        "steps": step, "rank_pairs": rank_pairs, "first_loss": history[0]["loss"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None, "train_s": wall,
+        "heldout_mse_before": before["mse"], "heldout_mse": after["mse"],
+        "heldout_auroc_before": before["auroc"], "heldout_auroc": after["auroc"],
+        "peak_rss_mb": peak_rss_mb(), "init_from": str(init_from), "history": history,
+    }
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        model.save_pretrained(str(scratch / "model"))
+        atomic_write_json(scratch / "model" / "training_metrics.json", metrics)
+        replace_dir(scratch / "model", out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return metrics
