@@ -66,7 +66,7 @@ class Policy(ABC):
         """Point this backend at new weights (a directory written by training)."""
         raise NotImplementedError(f"{type(self).__name__} cannot reload weights")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: most backends hold nothing to release)
         """Release engine resources (processes, GPU memory)."""
 
 

@@ -11,13 +11,20 @@ from collections.abc import Iterable
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
-    """A byte-level BPE tokenizer (vocab ≤ `vocab_size`) wrapped in PreTrainedTokenizerFast."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, *, individual_digits: bool = False):
+    """A byte-level BPE tokenizer (vocab ≤ `vocab_size`) wrapped in PreTrainedTokenizerFast.
+
+    individual_digits: split every digit into its own token before BPE, so numbers are spelled digit by
+    digit (the tiny policy learns arithmetic far better that way). The byte-level regex keeps whitespace
+    (the step delimiter "\\n") in pieces of its own, so no merge crosses a step boundary.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if individual_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

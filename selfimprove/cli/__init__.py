@@ -10,7 +10,11 @@ from envs.errors import UserError
 from selfimprove.cli.app import app, err_console
 
 # Each module registers its commands on `app` when imported.
-from selfimprove.cli import envs_cmd  # noqa: F401, E402  isort: skip
+from selfimprove.cli import envs_cmd  # noqa: F401  isort: skip
+from selfimprove.cli import search_cmd  # noqa: F401  isort: skip
+from selfimprove.cli import pairs_cmd, train_cmd  # noqa: F401  isort: skip
+from selfimprove.cli import policy_cmd  # noqa: F401  isort: skip
+from selfimprove.cli import eval_cmd, run_cmd, tree_cmd  # noqa: F401  isort: skip
 
 
 def main(argv: list[str] | None = None) -> int:

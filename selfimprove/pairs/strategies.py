@@ -265,6 +265,48 @@ def outcome(tree: Tree, cfg: OutcomeConfig, rng: random.Random) -> list[Record]:
     ) for a, b in combos]
 
 
+class StepCheckConfig(StrategyConfig):
+    """Sibling pairs judged by the environment's process verifier (``env.check_step``)."""
+
+    min_visits: int = 0
+    env: str | None = Field(None, description="Environment whose check_step judges steps (the loop sets it).")
+    knobs: dict = Field(default_factory=dict, description="That environment's knobs.")
+    max_pairs_per_node: int = Field(2, ge=1, description="Wrong siblings paired with the best right one.")
+
+
+def step_check(tree: Tree, cfg: StepCheckConfig, rng: random.Random) -> list[Record]:
+    """At every node with children, the best verified-right child (by Q) vs its verified-wrong siblings.
+
+    A child is right when ``env.check_step`` says True, wrong when it says False; None (the checker cannot
+    judge) leaves the child out. Wrong siblings: lowest Q first.
+    """
+    from envs.errors import UserError
+    from envs.registry import make_env
+
+    if cfg.env is None:
+        raise UserError("strategy 'step-check': field 'env': an environment with check_step is needed")
+    env = _env_cache.get((cfg.env, repr(sorted(cfg.knobs.items()))))
+    if env is None:
+        env = _env_cache[(cfg.env, repr(sorted(cfg.knobs.items())))] = make_env(cfg.env, cfg.knobs)
+    out: list[Record] = []
+    for p in sorted(tree, key=lambda n: n.id):
+        kids = [c for c in tree.children(p.id) if c.visits >= cfg.min_visits]
+        if len(kids) < 2:
+            continue
+        prefix = tree.steps(p.id)
+        verdicts = [env.check_step(tree.problem, prefix, c.step.strip()) for c in kids]
+        good = sorted((c for c, v in zip(kids, verdicts, strict=True) if v is True), key=_order)
+        bad = sorted((c for c, v in zip(kids, verdicts, strict=True) if v is False), key=lambda n: (n.q, n.id))
+        if not good or not bad:
+            continue
+        for b in bad[: cfg.max_pairs_per_node]:
+            out.append(make_pair(tree, cfg, "step-check", p.id, good[0], b, margin=1.0))
+    return out
+
+
+_env_cache: dict = {}
+
+
 @dataclass(frozen=True)
 class Strategy:
     name: str
@@ -282,4 +324,6 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
              "children reaching a correct answer vs dead ones, weight 1/(n_pos·n_neg) (rStar-Math)"),
     Strategy("ranked-list", RankedListConfig, ranked_list, "ranked continuations per decision point (TPO)"),
     Strategy("outcome", OutcomeConfig, outcome, "correct vs wrong whole solutions (baseline)"),
+    Strategy("step-check", StepCheckConfig, step_check,
+             "verified-right step vs verified-wrong siblings, judged by the env's check_step (process verifier)"),
 ]}

@@ -1,0 +1,274 @@
+"""The HF transformers backend: batched step proposal and scoring on any local causal LM (or GGUF file).
+
+Generation is our own decode loop over the model with a KV cache, because it gives exactly what search
+needs: per-sequence stop strings, per-sequence seeded sampling, and the *raw* model logprob of each
+chosen token (log-softmax at temperature 1, before temperature or top-p), which MCTS uses for priors and
+which equals `score()` of the same tokens.
+
+Reproducibility: every sequence (prefix, sample index) draws its noise from its own torch.Generator
+seeded from (call seed, prefix text, occurrence of that prefix in the batch, sample index), so the same
+seed gives the same samples whatever else is in the batch and however it is chunked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from agents.base import Policy, Sample
+from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
+
+# score(): cap on batch × length × vocab logits held at once (floats).
+SCORE_LOGIT_BUDGET = 1 << 26
+
+
+def _row_seed(seed: int, prefix: str, occurrence: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}\x00{occurrence}\x00{index}\x00{prefix}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> int:
+    """Index of the earliest stop string in `text`, or -1."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return min(hits) if hits else -1
+
+
+class HFPolicy(Policy):
+    """A transformers causal LM as a Policy.
+
+    model_dir: an HF model directory or a .gguf file. dtype: float32 | bfloat16 | float16.
+    max_batch: most sequences decoded together (larger calls are chunked). seed: seeds the calls
+    made without an explicit seed, so a whole run is reproducible.
+    """
+
+    def __init__(self, model_dir: str, *, device: str = "cpu", dtype: str = "float32", max_batch: int = 128,
+                 seed: int = 0):
+        self.device, self.dtype, self.max_batch = device, dtype, max(1, int(max_batch))
+        self._rng = random.Random(seed)
+        self._load(model_dir)
+
+    # --- weights ------------------------------------------------------------------------------------
+    def _load(self, path: str) -> None:
+        src = resolve_model_path(path, what="policy")
+        self.tokenizer = load_tokenizer(src)
+        self.model = load_causal_lm(src, device=self.device, dtype=self.dtype)
+        self.checkpoint = src.checkpoint
+        self._cache_kw = cache_kwarg(self.model)
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.append(self.tokenizer.eos_token_id)
+        self._eos = set(eos)
+        self._pieces: dict[int, str] = {}
+
+    def reload(self, checkpoint: str) -> None:
+        """Load new weights (and tokenizer) from a directory written by training."""
+        self._load(checkpoint)
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"] if texts else []
+        bos = self.tokenizer.bos_token_id
+        out = []
+        for text, row in zip(texts, ids, strict=True):
+            if not row:
+                if bos is None:
+                    raise ValueError(f"prefix {text!r} encodes to no tokens and the tokenizer has no BOS token")
+                row = [bos]
+            out.append(list(row))
+        return out
+
+    def _piece(self, tok: int) -> str:
+        piece = self._pieces.get(tok)
+        if piece is None:
+            piece = self._pieces[tok] = self.tokenizer.decode([tok])
+        return piece
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache=None, keep_last: bool = True):
+        kw = {self._cache_kw: cache} if cache is not None else {}
+        if keep_last:
+            kw["logits_to_keep"] = 1
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=keep_last, **kw)
+
+    # --- propose ------------------------------------------------------------------------------------
+    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
+                temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = 64,
+                seed: int | None = None) -> list[list[Sample]]:
+        """`n` samples per prefix (see Policy.propose).
+
+        Returned token_ids / token_logprobs cover every generated token up to and including the one that
+        completed the stop string or the EOS token (as vLLM reports them); `text` excludes the stop string
+        and EOS. token_logprobs are the raw model's log-softmax (temperature 1, no top-p) of each chosen
+        token, so `sample.logprob == score([prefix], [text + stop])` whenever the tokenizer encodes
+        prefix + text + stop into the prefix's tokens followed by the sampled ones.
+        """
+        if n < 1 or temperature < 0 or not 0 < top_p <= 1 or max_step_tokens < 1:
+            raise ValueError(f"bad propose arguments: n={n}, temperature={temperature}, top_p={top_p}, "
+                             f"max_step_tokens={max_step_tokens}")
+        if not prefixes:
+            return []
+        if seed is None:
+            seed = self._rng.getrandbits(63)
+        prompt_ids = self._encode(prefixes)
+        rows: list[tuple[int, int, int]] = []  # (prefix index, sample index, row seed)
+        seen: Counter[str] = Counter()
+        for i, p in enumerate(prefixes):
+            occ = seen[p]
+            seen[p] += 1
+            rows += [(i, j, _row_seed(seed, p, occ, j)) for j in range(n)]
+        order = sorted(range(len(rows)), key=lambda r: len(prompt_ids[rows[r][0]]))
+        out: list[list[Sample | None]] = [[None] * n for _ in prefixes]
+        for start in range(0, len(order), self.max_batch):
+            chunk = [rows[r] for r in order[start:start + self.max_batch]]
+            samples = self._generate([prompt_ids[i] for i, _, _ in chunk], [s for _, _, s in chunk],
+                                     tuple(stop), temperature, top_p, max_step_tokens)
+            for (i, j, _), sample in zip(chunk, samples, strict=True):
+                out[i][j] = sample
+        return out  # type: ignore[return-value]
+
+    def _generate(self, prompts: list[list[int]], seeds: list[int], stop: tuple[str, ...], temperature: float,
+                  top_p: float, max_new: int) -> list[Sample]:
+        import torch
+
+        dev = self.model.device
+        pad = self.tokenizer.pad_token_id
+        B, L = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((B, L), pad, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        for b, p in enumerate(prompts):  # left padding
+            ids[b, L - len(p):] = torch.tensor(p)
+            mask[b, L - len(p):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
+        sampling = temperature > 0
+        gens = [torch.Generator().manual_seed(s) for s in seeds] if sampling else []
+
+        tokens: list[list[int]] = [[] for _ in range(B)]
+        logprobs: list[list[float]] = [[] for _ in range(B)]
+        tails = [""] * B  # recent decoded text, for spotting stop strings cheaply
+        finish: list[str] = ["length"] * B
+        active = list(range(B))
+        longest_stop = max((len(s) for s in stop), default=0)
+        cache = None
+        with torch.inference_mode():
+            for _ in range(max_new):
+                res = self._forward(ids, mask, pos, cache)
+                cache = output_cache(res)
+                logits = res.logits[:, -1, :].float()
+                logp = torch.log_softmax(logits, dim=-1)
+                if sampling:
+                    nxt = self._sample(logits, [gens[b] for b in active], temperature, top_p)
+                else:
+                    nxt = logp.argmax(dim=-1)
+                chosen = logp.gather(1, nxt[:, None])[:, 0].tolist()
+                keep = []
+                for r, (b, tok) in enumerate(zip(active, nxt.tolist(), strict=True)):
+                    tokens[b].append(tok)
+                    logprobs[b].append(chosen[r])
+                    if tok in self._eos:
+                        finish[b] = "eos"
+                        continue
+                    if stop:
+                        piece = self._piece(tok)
+                        tails[b] = (tails[b] + piece)[-(longest_stop + len(piece)):]
+                        if _first_stop(tails[b], stop) >= 0:
+                            finish[b] = "stop"
+                            continue
+                    keep.append(r)
+                if not keep or len(tokens[active[0]]) >= max_new:
+                    break
+                if len(keep) < len(active):
+                    if not hasattr(cache, "batch_select_indices"):
+                        raise RuntimeError("this transformers version's cache cannot drop finished rows")
+                    sel = torch.tensor(keep, device=dev)
+                    cache.batch_select_indices(sel)
+                    nxt, mask, pos = nxt[sel], mask[sel], pos[sel]
+                    active = [active[r] for r in keep]
+                ids = nxt[:, None]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                pos = pos[:, -1:] + 1
+        return [self._finish(tokens[b], logprobs[b], finish[b], stop) for b in range(B)]
+
+    @staticmethod
+    def _sample(logits, gens, temperature: float, top_p: float):
+        """Gumbel-max sampling from softmax(logits / T) restricted to the top-p nucleus, one generator per row."""
+        import torch
+
+        scores = torch.log_softmax(logits / temperature, dim=-1)
+        if top_p < 1.0:
+            sorted_lp, idx = scores.sort(dim=-1, descending=True)
+            probs = sorted_lp.exp()
+            drop = (probs.cumsum(-1) - probs) >= top_p  # keep the smallest set reaching top_p
+            scores = scores.scatter(1, idx, sorted_lp.masked_fill(drop, float("-inf")))
+        V = scores.shape[-1]
+        u = torch.stack([torch.rand(V, generator=g) for g in gens]).to(scores.device)
+        gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))
+        return (scores + gumbel).argmax(dim=-1)
+
+    def _finish(self, tokens: list[int], logprobs: list[float], finish: str, stop: tuple[str, ...]) -> Sample:
+        body = tokens[:-1] if finish == "eos" else tokens
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        if finish == "stop":
+            cut = _first_stop(text, stop)
+            if cut >= 0:
+                text = text[:cut]
+        return Sample(text=text, token_ids=list(tokens), token_logprobs=list(logprobs), finish_reason=finish)
+
+    # --- score ------------------------------------------------------------------------------------------
+    def score(self, prefixes: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Summed log p(continuation | prefix).
+
+        The BPE boundary: prefix and prefix + continuation are tokenized separately; the scored tokens are
+        those of the joint text after the longest run of leading tokens it shares with the prefix's own
+        tokens (normally all of them). When the last prefix token merges with the continuation, the merged
+        token is scored, so that no continuation text goes unscored.
+        """
+        if len(prefixes) != len(continuations):
+            raise ValueError(f"score: {len(prefixes)} prefixes but {len(continuations)} continuations")
+        if not prefixes:
+            return []
+        p_ids = self._encode(prefixes)
+        j_ids = self._encode([p + c for p, c in zip(prefixes, continuations, strict=True)])
+        ctx, cont = [], []
+        for p, j in zip(p_ids, j_ids, strict=True):
+            k = 0
+            while k < min(len(p), len(j)) and p[k] == j[k]:
+                k += 1
+            k = max(k, 1)  # the first token has no context to be scored under
+            ctx.append(j[:k])
+            cont.append(j[k:])
+        return [sum(lps) for lps in self.score_tokens(ctx, cont)]
+
+    def score_tokens(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Per-token logprobs of token-id continuations given token-id contexts (right-padded batches)."""
+        import torch
+
+        V = self.model.config.get_text_config().vocab_size if hasattr(self.model.config, "get_text_config") \
+            else self.model.config.vocab_size
+        seqs = [list(c) + list(t) for c, t in zip(contexts, continuations, strict=True)]
+        order = sorted(range(len(seqs)), key=lambda r: len(seqs[r]))
+        out: list[list[float]] = [[] for _ in seqs]
+        start = 0
+        while start < len(order):
+            L = len(seqs[order[min(len(order) - 1, start + self.max_batch - 1)]])
+            size = max(1, min(self.max_batch, SCORE_LOGIT_BUDGET // max(1, L * V)))
+            chunk = order[start:start + size]
+            start += size
+            L = max(len(seqs[r]) for r in chunk)
+            ids = torch.full((len(chunk), L), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for b, r in enumerate(chunk):
+                ids[b, :len(seqs[r])] = torch.tensor(seqs[r])
+                mask[b, :len(seqs[r])] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            dev = self.model.device
+            with torch.inference_mode():
+                logits = self._forward(ids.to(dev), mask.to(dev), pos.to(dev), keep_last=False).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None].to(dev))[..., 0].cpu()
+            for b, r in enumerate(chunk):
+                c, t = len(contexts[r]), len(continuations[r])
+                out[r] = logp[b, c - 1:c - 1 + t].tolist()
+        return out

@@ -1,0 +1,252 @@
+"""Build the embedded tiny policy: a byte-level BPE tokenizer and a small Llama trained from scratch by SFT
+on an environment's reference solutions, deliberately under-trained so it still makes genuine step errors.
+
+Errors by design: training is short (counted in optimizer steps, not seconds, so a busy machine gives the
+same model) and, for `arithmetic`, 25% of training solutions carry one plausible wrong step (a result off
+by ±1, ±2 or ±10, carried forward through the later steps). The result is a policy whose greedy answer is
+often wrong but whose samples often contain a right one: the coverage search can turn into improvement.
+
+The output is a standard HF directory (config.json, model.safetensors, tokenizer files,
+generation_config.json) plus `policy_build.json`, the manifest that makes a rebuild with the same
+settings a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from envs.errors import UserError
+
+MANIFEST = "policy_build.json"
+FORMAT = "selfimprove-tiny-policy/1"
+EVAL_PROBLEMS = 200
+BEST_OF = 16
+ARCH = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 512}
+OPTIM = {"lr": 3e-3, "betas": (0.9, 0.98), "weight_decay": 0.01, "clip": 1.0, "batch": 64, "warmup": 30}
+ERROR_SHARE = 0.25
+ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
+POOL_MAX = 16000  # distinct training problems drawn (batches sample from this pool)
+# Measured here at 1200 steps, seed 0 (greedy / best-of-16 on 200 test problems): fp32, random batches
+# 31.0% / 57.5%; bf16 autocast 32.5% / 53.5% (≈ 25% faster); batches grouped by length (8 × 64 sorted) 3% /
+# 18.5% (final loss 0.41 vs 0.16: homogeneous batches train far worse here). Hence fp32 and random batches.
+AUTOCAST_BF16 = False
+LENGTH_GROUP = 1  # >1: batches from LENGTH_GROUP × batch samples sorted by length (less padding, worse model)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def corrupt_arithmetic(expr: str, rng: random.Random) -> list[str] | None:
+    """An arithmetic solution with one wrong result (off by ±1/±2/±10) carried forward; None if it can't."""
+    from envs.arithmetic import next_operation, reduce_once, tokenize
+
+    tokens = tokenize(expr)
+    n_ops = (len(tokens) - 1) // 2
+    if n_ops < 1:
+        return None
+    wrong_at = rng.randrange(n_ops)
+    steps, i = [], 0
+    while (k := next_operation(tokens)) is not None:
+        a, op, b = tokens[k - 1], tokens[k], tokens[k + 1]
+        c = a + b if op == "+" else a - b if op == "-" else a * b
+        if i == wrong_at:
+            c += rng.choice([d for d in ERROR_OFFSETS if c + d >= 0 or c < 0])
+        steps.append(f"{a}{op}{b}={c}")
+        tokens = reduce_once(tokens, k, c)
+        i += 1
+    return [*steps, f"A: {tokens[0]}"]
+
+
+def _solution_text(env, problem, rng: random.Random, error_share: float) -> str:
+    """The text after the prompt: reference steps, for `arithmetic` a share of them with one wrong step."""
+    steps = env.reference_steps(problem)
+    if steps is None:
+        raise UserError(f"environment '{env.name}' has no reference solutions to build a policy from")
+    if env.name == "arithmetic" and rng.random() < error_share:
+        steps = corrupt_arithmetic(env._expr(problem), rng) or steps
+    return env.render(problem, steps)[len(env.prompt(problem)):]
+
+
+def _settings(env_name: str, steps: int, seed: int, eval_problems: int) -> dict:
+    return {"format": FORMAT, "env": env_name, "steps": steps, "seed": seed, "eval_problems": eval_problems,
+            "arch": ARCH,
+            "optim": {**OPTIM, "betas": list(OPTIM["betas"])}, "error_share": ERROR_SHARE,
+            "bf16_autocast": AUTOCAST_BF16, "length_group": LENGTH_GROUP,
+            "tokenizer": "byte-level BPE, individual digits"}
+
+
+def read_manifest(out_dir: str | Path) -> dict | None:
+    """The build manifest of a complete policy directory, or None."""
+    p = Path(out_dir)
+    try:
+        man = json.loads((p / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    complete = all((p / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
+    return man if complete and man.get("settings", {}).get("format") == FORMAT else None
+
+
+def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-policy", *, steps: int = 1200,
+                      seed: int = 0, progress: Progress | None = None, eval_problems: int = EVAL_PROBLEMS) -> dict:
+    """Train the tiny policy for `env_name` into `out_dir` and evaluate it; returns the summary.
+
+    A complete `out_dir` built with the same settings is reused (summary["cached"] is True). The summary
+    holds greedy_accuracy and best_of_16_accuracy (temperature-1 samples, the verifier picks: pass@16) on
+    200 held-out test problems, build_seconds, params and vocab_size.
+    """
+    from envs.registry import make_env
+
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
+    out = Path(out_dir)
+    settings = _settings(env_name, steps, seed, eval_problems)
+    man = read_manifest(out)
+    if man is not None and man["settings"] == settings:
+        return {**man["summary"], "cached": True}
+    if out.exists() and (not out.is_dir() or (man is None and any(out.iterdir()))):
+        raise UserError(f"--out '{out}' exists and is not a tiny-policy directory; choose another path")
+    env = make_env(env_name)
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        train = _train(env, tmp, steps=steps, seed=seed, progress=progress)
+        train_s = time.perf_counter() - t0
+        acc = evaluate_policy(env, str(tmp), seed=seed, count=eval_problems, progress=progress)
+        summary = {"env": env_name, "out": str(out), "steps": steps, "seed": seed, **acc,
+                   "gap_points": round(100 * (acc["best_of_16_accuracy"] - acc["greedy_accuracy"]), 1),
+                   "params": train["params"], "vocab_size": train["vocab_size"], "final_loss": train["final_loss"],
+                   "train_seconds": round(train_s, 1), "build_seconds": round(time.perf_counter() - t0, 1),
+                   "cached": False}
+        (tmp / MANIFEST).write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _train(env, out: Path, *, steps: int, seed: int, progress: Progress | None) -> dict:
+    """Tokenizer + model + SFT (loss on solution tokens only, right padding, no attention mask)."""
+    import torch
+    from transformers import GenerationConfig, get_cosine_schedule_with_warmup
+
+    from agents.tiny import build_llama, train_tokenizer
+
+    rng = random.Random(seed)
+    batch = OPTIM["batch"]
+    problems = env.load("train", min(steps * batch, POOL_MAX), seed)
+    prompts = [env.prompt(p) for p in problems]
+    tok = train_tokenizer((q + _solution_text(env, p, rng, ERROR_SHARE) for p, q in zip(problems[:4000], prompts, strict=False)),
+                          vocab_size=1000, individual_digits=True)
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    prompt_len = [len(ids) for ids in tok(prompts)["input_ids"]]
+
+    model = build_llama(tok, seed=seed, max_positions=512, **ARCH)
+    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=pad)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": OPTIM["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=OPTIM["lr"], betas=OPTIM["betas"])
+    sched = get_cosine_schedule_with_warmup(opt, OPTIM["warmup"], steps)
+    model.train()
+    losses: list[float] = []
+    queue: list[list[tuple[list[int], int]]] = []
+    for step in range(steps):
+        if not queue:
+            queue = _length_grouped_batches(env, problems, prompts, prompt_len, tok, rng, batch, eos, LENGTH_GROUP)
+        rows = queue.pop()
+        L = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), L), pad, dtype=torch.long)
+        labels = torch.full((len(rows), L), -100, dtype=torch.long)
+        for b, (ids, n_prompt) in enumerate(rows):
+            input_ids[b, :len(ids)] = torch.tensor(ids)
+            labels[b, n_prompt:len(ids)] = input_ids[b, n_prompt:len(ids)]
+        # Right padding: pads come after every real token, so the causal model needs no mask.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST_BF16):
+            loss = model(input_ids=input_ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIM["clip"])
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress("train", step + 1, steps)
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    tail = losses[-50:]
+    return {"params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok),
+            "final_loss": round(sum(tail) / len(tail), 4)}
+
+
+def _length_grouped_batches(env, problems, prompts, prompt_len, tok, rng: random.Random, batch: int, eos: int,
+                            group: int = 8) -> list[list[tuple[list[int], int]]]:
+    """`group` batches from group × batch random problems sorted by length (less padding), in random order.
+
+    Solutions are drawn afresh each time, so which solutions carry a wrong step changes between epochs.
+    """
+    idx = [rng.randrange(len(problems)) for _ in range(group * batch)]
+    texts = [prompts[i] + _solution_text(env, problems[i], rng, ERROR_SHARE) for i in idx]
+    rows = [([*ids, eos], prompt_len[i]) for ids, i in zip(tok(texts)["input_ids"], idx, strict=True)]
+    rows.sort(key=lambda r: len(r[0]))
+    batches = [rows[k:k + batch] for k in range(0, len(rows), batch)]
+    rng.shuffle(batches)
+    return batches
+
+
+def solution_steps(env, text: str) -> list[str]:
+    """Split a whole generated solution into steps (the delimiter separates them)."""
+    steps = text.split(env.step_delimiter)
+    while steps and not steps[-1].strip():
+        steps.pop()
+    return steps
+
+
+def evaluate_policy(env, policy_dir: str, *, seed: int = 0, count: int = EVAL_PROBLEMS, best_of: int = BEST_OF,
+                    progress: Progress | None = None, max_tokens: int | None = None) -> dict:
+    """Greedy and best-of-N (pass@N, temperature 1) accuracy on `count` held-out test problems.
+
+    Whole solutions are generated in one call each (no step stop; EOS or a token cap), in big batches.
+    """
+    from agents.hf import HFPolicy
+
+    policy = HFPolicy(policy_dir, seed=seed)
+    problems = env.load("test", count, 0)
+    prompts = [env.prompt(p) for p in problems]
+    if max_tokens is None:
+        ref = [env.render(p, env.reference_steps(p) or [])[len(q):] for p, q in zip(problems, prompts, strict=True)]
+        max_tokens = 2 * max(len(ids) for ids in policy.tokenizer(ref)["input_ids"]) + 8
+    t0 = time.perf_counter()
+    greedy = policy.propose(prompts, 1, stop=(), temperature=0.0, max_step_tokens=max_tokens)
+    if progress is not None:
+        progress("eval", 1, 1 + best_of)
+    g_scores = env.score_many([(p, solution_steps(env, row[0].text)) for p, row in zip(problems, greedy, strict=True)])
+    best = [0.0] * len(problems)
+    chunk = max(1, 128 // best_of)
+    for i in range(0, len(problems), chunk):
+        rows = policy.propose(prompts[i:i + chunk], best_of, stop=(), temperature=1.0, top_p=1.0,
+                              max_step_tokens=max_tokens, seed=seed * 1000003 + i)
+        for k, row in enumerate(rows):
+            scores = env.score_many([(problems[i + k], solution_steps(env, s.text)) for s in row])
+            best[i + k] = max(scores)
+        if progress is not None:
+            progress("eval", 1 + math.ceil(best_of * min(len(problems), i + chunk) / len(problems)), 1 + best_of)
+    n = len(problems)
+    return {"greedy_accuracy": round(sum(s >= 1.0 for s in g_scores) / n, 4),
+            f"best_of_{best_of}_accuracy": round(sum(s >= 1.0 for s in best) / n, 4),
+            "eval_problems": n, "eval_seconds": round(time.perf_counter() - t0, 1)}

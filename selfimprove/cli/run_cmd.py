@@ -1,0 +1,156 @@
+"""`selfimprove run CONFIG.yaml` (the loop) and `selfimprove demo` (the embedded default, end to end)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from selfimprove.cli.app import JSON_OPTION, app, console, err_console
+
+
+def _progress(quiet: bool):
+    """A loop Progress that draws rich bars (on stderr, so --json output stays clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
+
+    from selfimprove.loop import Progress
+
+    class Bars(Progress):
+        def __init__(self):
+            self.bars = RichProgress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=err_console, transient=False,
+                                     disable=quiet)
+            self.task = None
+
+        def phase(self, name, total=None):
+            if self.task is not None:
+                self.bars.update(self.task, completed=self.bars.tasks[-1].total or 1,
+                                 total=self.bars.tasks[-1].total or 1)
+            self.task = self.bars.add_task(name, total=total)
+            if not quiet and not self.bars.console.is_terminal:  # no live bars: say what starts
+                self._say(f"{name} …")
+
+        def update(self, done, total=None):
+            if self.task is not None:
+                self.bars.update(self.task, completed=done, total=total)
+
+        def log(self, message):
+            if not quiet:
+                self._say(message)
+
+        def _say(self, message):
+            self.bars.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
+
+    return Bars()
+
+
+def quiet_transformers() -> None:
+    """No per-load/save tqdm bars from transformers: the loop loads a checkpoint in every stage."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def run_and_report(cfg, run_dir: Path, *, resume: bool, as_json: bool, show_tree: bool = False) -> dict:
+    from selfimprove.loop import run_loop
+    from selfimprove.report import summary_table
+
+    quiet_transformers()
+
+    bars = _progress(quiet=False)
+    with bars.bars:
+        summary = run_loop(cfg, run_dir, resume=resume, progress=bars)
+    out = console if not as_json else err_console
+    if show_tree:
+        _show_one_tree(run_dir, cfg.iterations - 1, out)
+    out.print(summary_table(summary))
+    out.print(f"run directory: {run_dir}  (summary.json, summary.png)")
+    if as_json:
+        print(json.dumps({"run_dir": str(run_dir), **summary}, default=str))
+    return summary
+
+
+def _show_one_tree(run_dir: Path, iteration: int, out) -> None:
+    """Render the first solved tree of an iteration with its extracted pairs marked."""
+    from envs.io import read_jsonl
+    from search.tree import read_trees
+    from selfimprove.rundir import RunDir
+    from selfimprove.tree_view import pair_marks, render_tree
+
+    run = RunDir(run_dir)
+    trees = read_trees(run.trees(iteration))
+    pairs = read_jsonl(run.pairs(iteration)) if run.pairs(iteration).is_file() else []
+    if not trees:
+        return
+    per_tree: dict[str, int] = {}
+    for p in pairs:
+        per_tree[p.get("tree_id")] = per_tree.get(p.get("tree_id"), 0) + 1
+    # the tree with the most extracted pairs that still reads on one screen
+    tree = max(trees, key=lambda t: (len(t) <= 40, per_tree.get(t.id, 0), -len(t)))
+    out.print(f"one tree from iteration {iteration} (selfimprove tree show {run.trees(iteration)} "
+              f"--problem {tree.problem.id} --pairs {run.pairs(iteration)}):")
+    out.print(render_tree(tree, depth=6, marks=pair_marks(pairs, tree.id)))
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="The run's YAML config."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in its directory (skip finished stages)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config field: key.sub=value (repeatable)."),
+    out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The self-improvement loop: search → pairs → value model → policy → evaluation, per iteration."""
+    from selfimprove.config import load_config
+
+    cfg = load_config(config, overrides)
+    run_and_report(cfg, out or Path("runs") / cfg.name, resume=resume, as_json=as_json)
+
+
+DEMO_CONFIG = "demo.yaml"
+
+
+def demo_config_text() -> str:
+    """examples/demo.yaml from the source tree, or the copy shipped inside the package."""
+    src = Path(__file__).resolve().parents[2] / "examples" / DEMO_CONFIG
+    if src.is_file():
+        return src.read_text(encoding="utf-8")
+    shipped = resources.files("selfimprove").joinpath(DEMO_CONFIG)
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    from envs.errors import UserError
+
+    raise UserError(f"{src}: the demo config is missing (run from a source checkout)")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over even if a finished demo run is there."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The embedded default: tiny arithmetic policy, 3 iterations of MCTS → q-gap pairs → step-DPO."""
+    import yaml
+
+    from selfimprove.config import config_diff, parse_config
+    from selfimprove.rundir import RunDir
+
+    cfg = parse_config(yaml.safe_load(demo_config_text()), DEMO_CONFIG)
+    cfg.name = cfg.name or "demo"
+    run = RunDir(out)
+    resume = False
+    if run.is_started() and not fresh and run.config.is_file():
+        try:
+            stored = parse_config(yaml.safe_load(run.config.read_text(encoding="utf-8")), str(run.config))
+            resume = config_diff(stored, cfg) is None
+        except Exception:
+            resume = False
+    if run.is_started() and not resume:
+        err_console.print(f"{out}: starting the demo over (the run there has another config)")
+        shutil.rmtree(out)
+    run_and_report(cfg, out, resume=resume, as_json=as_json, show_tree=True)

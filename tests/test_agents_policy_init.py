@@ -1,0 +1,101 @@
+"""The tiny-policy build: injected wrong steps, tokenizer boundaries, a short real build, caching."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from agents.policy_init import MANIFEST, build_tiny_policy, corrupt_arithmetic, read_manifest, solution_steps
+from envs.arithmetic import parse_step
+from envs.errors import UserError
+from envs.registry import make_env
+
+
+def test_corrupt_arithmetic_one_wrong_step_carried_forward():
+    env = make_env("arithmetic")
+    seen_offsets = set()
+    for seed in range(40):
+        steps = corrupt_arithmetic("3+4*2-5", random.Random(seed))
+        ops = [parse_step(s) for s in steps[:-1]]
+        assert [(a, op, b) for a, op, b, _ in ops][:1] == [(4, "*", 2)]
+        wrong = [i for i, (a, op, b, c) in enumerate(ops) if {"+": a + b, "-": a - b, "*": a * b}[op] != c]
+        assert len(wrong) == 1
+        i = wrong[0]
+        a, op, b, c = ops[i]
+        seen_offsets.add(c - {"+": a + b, "-": a - b, "*": a * b}[op])
+        for later in ops[i + 1:i + 2]:  # the wrong result is an operand of the next operation
+            assert c in (later[0], later[2])
+        assert steps[-1] == f"A: {ops[-1][3]}" and steps[-1] != "A: 6"
+    assert seen_offsets <= {-10, -2, -1, 1, 2, 10} and len(seen_offsets) >= 3
+
+
+def test_tokenizer_keeps_step_delimiter_separate():
+    from agents.tiny import train_tokenizer
+
+    env = make_env("arithmetic")
+    texts = [env.render(p, env.reference_steps(p)) for p in env.load("train", 300, 0)]
+    tok = train_tokenizer(texts, 1000, individual_digits=True)
+    assert len(tok) <= 1000
+    nl = tok.convert_tokens_to_ids("Ċ")
+    for t in texts[:50]:
+        ids = tok(t)["input_ids"]
+        assert tok.decode(ids) == t
+        assert ids.count(nl) == t.count("\n")  # every newline is its own token
+        pieces = tok.convert_ids_to_tokens(ids)
+        assert all(len(p) == 1 for p in pieces if any(ch.isdigit() for ch in p))  # digits one by one
+
+
+def test_solution_steps_split():
+    env = make_env("arithmetic")
+    assert solution_steps(env, "4*2=8\n3+8=11\nA: 11\n") == ["4*2=8", "3+8=11", "A: 11"]
+    assert solution_steps(env, "") == []
+
+
+def test_short_build_is_a_standard_hf_dir_and_cached(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "p"
+    calls = []
+    s = build_tiny_policy("arithmetic", out, steps=3, seed=0, eval_problems=4,
+                          progress=lambda stage, done, total: calls.append(stage))
+    assert s["cached"] is False and 0 <= s["greedy_accuracy"] <= s["best_of_16_accuracy"] <= 1
+    assert s["vocab_size"] <= 1000 and s["params"] > 100_000 and s["build_seconds"] > 0
+    assert "train" in calls and "eval" in calls
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json", MANIFEST):
+        assert (out / f).is_file()
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.vocab_size == len(tok) and model.config.tie_word_embeddings
+    assert model.config.hidden_size // model.config.num_attention_heads >= 32  # vLLM CPU kernels need it
+    again = build_tiny_policy("arithmetic", out, steps=3, seed=0, eval_problems=4)
+    assert again["cached"] is True and again["greedy_accuracy"] == s["greedy_accuracy"]
+    assert read_manifest(out)["settings"]["steps"] == 3
+    assert json.loads((out / MANIFEST).read_text())["summary"]["steps"] == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dirs cleaned up
+
+
+def test_build_refuses_foreign_directory_and_bad_args(tmp_path):
+    (tmp_path / "keep.txt").write_text("user data")
+    with pytest.raises(UserError, match="not a tiny-policy directory"):
+        build_tiny_policy("arithmetic", tmp_path, steps=2, eval_problems=2)
+    with pytest.raises(UserError, match="steps"):
+        build_tiny_policy("arithmetic", tmp_path / "x", steps=0)
+    with pytest.raises(UserError, match="unknown environment"):
+        build_tiny_policy("nope", tmp_path / "y", steps=2)
+
+
+def test_cli_policy_init(tmp_path, capsys):
+    from selfimprove.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["policy", "init", "--env", "arithmetic", "--out", str(out), "--steps", "2",
+                 "--eval-problems", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and "greedy_accuracy" in summary and "best_of_16_accuracy" in summary
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "a.txt").write_text("x")
+    assert main(["policy", "init", "--out", str(tmp_path / "foreign"), "--steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "not a tiny-policy directory" in err and "Traceback" not in err

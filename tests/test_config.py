@@ -1,0 +1,114 @@
+"""Run-config validation: every bad config is one sentence naming the file and the field."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from envs.errors import UserError
+from selfimprove.config import apply_overrides, config_diff, load_config
+
+CLI = str(Path(sys.executable).parent / "selfimprove")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def write(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def base(tiny_dir: str = "tiny") -> dict:
+    return {"env": {"name": "arithmetic"}, "policy": {"path": tiny_dir},
+            "search": {"algo": "mcts", "config": {"simulations": 4}}}
+
+
+def error_of(path: Path, overrides=()) -> str:
+    with pytest.raises(UserError) as e:
+        load_config(path, overrides)
+    return str(e.value)
+
+
+def test_valid_config_defaults_and_name(tmp_path, tiny_policy_dir):
+    cfg = load_config(write(tmp_path, base(tiny_policy_dir), "my-run.yaml"))
+    assert cfg.name == "my-run" and cfg.iterations == 3 and cfg.search.config == {"simulations": 4}
+    assert cfg.train.loss == "step-dpo" and cfg.pairs.strategy == "q-gap"
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"serach": {}}, "config.yaml: field 'serach': unknown key"),
+    ({"search": {"algo": "mcts", "problem": 3}}, "config.yaml: field 'search.problem': unknown key"),
+    ({"iterations": "three"}, "config.yaml: field 'iterations': Input should be a valid integer"),
+    ({"search": {"problems": 0}}, "config.yaml: field 'search.problems': Input should be greater than or equal to 1"),
+    ({"search": {"algo": "mctz"}}, "config.yaml: field 'search.algo': unknown algorithm 'mctz'"),
+    ({"search": {"algo": "mcts", "config": {"simulatons": 3}}},
+     "config.yaml: field 'search.config.simulatons': unknown key"),
+    ({"search": {"algo": "mcts", "config": {"simulations": "many"}}},
+     "config.yaml: field 'search.config.simulations': Input should be a valid integer"),
+    ({"pairs": {"strategy": "qgap"}}, "config.yaml: field 'pairs.strategy': unknown strategy 'qgap'"),
+    ({"pairs": {"strategy": "q-gap", "config": {"min_gap": "big"}}}, "config.yaml: field 'pairs.config.min_gap'"),
+    ({"train": {"loss": "dpp"}}, "config.yaml: field 'train.loss': unknown loss 'dpp'"),
+    ({"train": {"loss": "tpo"}}, "config.yaml: field 'pairs.strategy': loss 'tpo' trains on ranked lists"),
+    ({"env": {"name": "arithmetc"}}, "config.yaml: field 'env.name': unknown environment 'arithmetc'"),
+    ({"env": {"name": "arithmetic", "knobs": {"max_ops": "x"}}}, "config.yaml: field 'env.knobs.max_ops'"),
+    ({"env": {"name": "arithmetic", "knobs": {"colour": 1}}}, "config.yaml: field 'env.knobs.colour': unknown key"),
+    ({"policy": {"path": "/no/such/model"}},
+     "config.yaml: field 'policy.path': model path '/no/such/model' does not exist"),
+    ({"value": {"enabled": True, "init": "/no/value"}},
+     "config.yaml: field 'value.init': value model path '/no/value' does not exist"),
+    ({"policy": {"backend": "onnx"}}, "config.yaml: field 'policy.backend': Input should be 'hf' or 'vllm'"),
+])
+def test_bad_configs_name_file_and_field(tmp_path, data, expected):
+    msg = error_of(write(tmp_path, data))
+    assert msg.startswith(expected), msg
+    assert "\n" not in msg
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    assert error_of(tmp_path / "nope.yaml").endswith("nope.yaml: config file not found")
+    p = tmp_path / "config.yaml"
+    p.write_text("search: {algo: mcts\n  x: [")
+    assert "config.yaml:" in error_of(p) and "not valid YAML" in error_of(p)
+    p.write_text("- 1\n- 2\n")
+    assert "expected a mapping" in error_of(p)
+
+
+def test_overrides(tmp_path):
+    raw = {"search": {"algo": "mcts", "config": {"simulations": 4}}}
+    out = apply_overrides(raw, ["search.config.simulations=8", "train.lora=true", "eval.k=4",
+                                "env.knobs={max_ops: 2}", "name=x"])
+    assert out["search"]["config"]["simulations"] == 8 and out["train"]["lora"] is True
+    assert out["env"]["knobs"] == {"max_ops": 2} and out["eval"]["k"] == 4 and out["name"] == "x"
+    assert raw["search"]["config"]["simulations"] == 4  # the input is not modified
+    with pytest.raises(UserError, match=r"expected key\.sub=value"):
+        apply_overrides(raw, ["search.algo"])
+    with pytest.raises(UserError, match=r"'search\.algo' is not a section"):
+        apply_overrides(raw, ["search.algo.x=1"])
+    p = write(tmp_path, {"search": {"algo": "mcts"}})
+    assert error_of(p, ["search.algo=mctz"]).startswith("config.yaml: field 'search.algo': unknown algorithm")
+    assert load_config(p, ["iterations=5"]).iterations == 5
+
+
+def test_config_diff(tmp_path):
+    p = write(tmp_path, {"search": {"algo": "mcts"}})
+    a, b = load_config(p), load_config(p, ["train.beta=0.2"])
+    assert config_diff(a, a) is None and config_diff(a, b) == "train.beta"
+
+
+def test_examples_are_valid():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        load_config(path)
+
+
+def test_cli_bad_config_is_one_sentence(tmp_path):
+    p = write(tmp_path, {"search": {"algo": "mctz"}})
+    res = subprocess.run([CLI, "run", str(p), "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    assert res.returncode == 1
+    assert "config.yaml: field 'search.algo': unknown algorithm 'mctz'" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()

@@ -1,0 +1,171 @@
+"""The whole loop on a tiny policy with tiny budgets: artifacts, summary, resume after SIGKILL.
+
+The policy is the session's random tiny Llama warmed up for a few seconds by SFT on easy arithmetic
+(one or two operations, operands 1–5), so search finds both right and wrong answers and every stage
+(pairs, value model, step-DPO) has data to work on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from envs.registry import make_env
+from selfimprove.config import parse_config
+from selfimprove.loop import run_loop
+
+CLI = str(Path(sys.executable).parent / "selfimprove")
+KNOBS = {"min_ops": 1, "max_ops": 2, "operand_min": 1, "operand_max": 5, "ops": "+*"}
+
+
+@pytest.fixture(scope="session")
+def warm_policy_dir(tiny_policy_dir, tmp_path_factory):
+    """The random tiny policy after 150 SFT steps (≈3 s) on easy arithmetic: right sometimes, wrong often."""
+    from selfimprove.train_sft import train_sft
+
+    env = make_env("arithmetic", KNOBS)
+    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p))[len(env.prompt(p)):]}
+               for p in env.load("train", 160, seed=123)]
+    out = tmp_path_factory.mktemp("warm_policy")
+    train_sft(tiny_policy_dir, records, out, lr=3e-3, epochs=15, batch_size=16, seed=0)
+    return str(out)
+
+
+def tiny_config(policy_dir: str, **over) -> dict:
+    cfg = {
+        "name": "smoke", "seed": 0, "iterations": 2,
+        "env": {"name": "arithmetic", "knobs": KNOBS},
+        "policy": {"path": policy_dir},
+        "value": {"enabled": True, "training": {"epochs": 1, "heldout_fraction": 0.34}},
+        "search": {"algo": "mcts", "problems": 3,
+                   "config": {"simulations": 12, "expand_n": 3, "max_depth": 4, "max_step_tokens": 10,
+                              "rollout_temperature": 1.0}},
+        "pairs": {"strategy": "q-gap", "config": {"nodes": "all", "min_parent_visits": 1, "min_gap": 0.0}},
+        "train": {"loss": "step-dpo", "beta": 0.1, "lr": 1e-3, "epochs": 1, "batch_size": 4, "max_length": 64},
+        "eval": {"problems": 4, "k": 2},
+    }
+    for k, v in over.items():
+        cfg[k] = v
+    return cfg
+
+
+ARTIFACTS = ["config.yaml", "summary.json", "summary.png"] + [
+    f"iter-{i:03d}/{f}" for i in range(2)
+    for f in ("trees.jsonl", "pairs.jsonl", "metrics.json", "policy/config.json", "value/config.json")]
+
+
+def counts(run: Path) -> dict:
+    """What must match between an uninterrupted and a resumed run."""
+    summary = json.loads((run / "summary.json").read_text())
+    out = {"rows": [{k: r[k] for k in ("iteration", "greedy_acc", "maj_acc", "pass_acc", "pairs", "tokens")}
+                    for r in summary["rows"]]}
+    for i in range(2):
+        m = json.loads((run / f"iter-{i:03d}" / "metrics.json").read_text())
+        out[i] = {"trees": m["search"]["trees"], "nodes": m["search"]["nodes"], "pairs": m["pairs"]["count"],
+                  "search_tokens": m["search"]["tokens"], "train_steps": m["train"].get("steps"),
+                  "value_examples": m["value"].get("train_examples")}
+    return out
+
+
+def test_loop_smoke(tmp_path, warm_policy_dir):
+    from search.tree import read_trees
+    from selfimprove.tree_view import render_text
+
+    cfg = parse_config(tiny_config(warm_policy_dir), "smoke.yaml")
+    run = tmp_path / "run"
+    summary = run_loop(cfg, run)
+    for rel in ARTIFACTS:
+        assert (run / rel).exists(), rel
+    assert [r["iteration"] for r in summary["rows"]] == [-1, 0, 1]
+    m0 = json.loads((run / "iter-000" / "metrics.json").read_text())
+    assert m0["search"]["trees"] == 3 and m0["pairs"]["count"] > 0 and m0["train"]["steps"] >= 1
+    assert 0.0 <= m0["eval"]["maj_acc"] <= m0["eval"]["pass_acc"] <= 1.0
+    assert set(m0["wall_s"]) == {"search", "pairs", "value", "train", "eval"}
+    assert yaml.safe_load((run / "config.yaml").read_text())["search"]["problems"] == 3
+    # the next iteration searched with the policy trained in this one
+    assert read_trees(run / "iter-001" / "trees.jsonl")[0].checkpoint == str((run / "iter-000" / "policy").resolve())
+    assert not list(run.glob("iter-*/.*"))  # no temp directories left behind
+    text = render_text(read_trees(run / "iter-000" / "trees.jsonl")[0])
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # a finished run resumes to the same summary without redoing anything
+    assert run_loop(cfg, run, resume=True)["rows"] == summary["rows"]
+
+
+def _run(cfg_path: Path, out: Path, *extra: str, kill: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
+    env.pop("SELFIMPROVE_TEST_KILL", None)
+    if kill:
+        env["SELFIMPROVE_TEST_KILL"] = kill
+    return subprocess.run([CLI, "run", str(cfg_path), "--out", str(out), "--json", *extra], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_resume_after_sigkill(tmp_path, warm_policy_dir):
+    cfg_path = tmp_path / "smoke.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(warm_policy_dir)))
+    ref = _run(cfg_path, tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    assert json.loads(ref.stdout.strip().splitlines()[-1])["run_dir"] == str(tmp_path / "ref")
+    for stage in ("iter-000.search", "iter-001.train"):
+        out = tmp_path / stage
+        killed = _run(cfg_path, out, kill=stage)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert not (out / "summary.png").exists()
+        if stage == "iter-001.train":
+            again = _run(cfg_path, out)  # without --resume: refused, nothing touched
+            assert again.returncode == 1 and "--resume" in again.stderr
+        resumed = _run(cfg_path, out, "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        for rel in ARTIFACTS:
+            assert (out / rel).exists(), (stage, rel)
+        assert not list(out.glob("iter-*/.*")), stage
+        assert counts(out) == counts(tmp_path / "ref"), stage
+
+
+def test_resume_refuses_a_changed_config(tmp_path, warm_policy_dir):
+    cfg_path = tmp_path / "smoke.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(warm_policy_dir, iterations=1)))
+    out = tmp_path / "run"
+    killed = _run(cfg_path, out, kill="iter-000.search")
+    assert killed.returncode == -signal.SIGKILL
+    res = _run(cfg_path, out, "--resume", "--set", "train.beta=0.5")
+    assert res.returncode == 1
+    assert "field 'train.beta' differs from the config given" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sft_loop_records_are_verified_solutions(tmp_path, warm_policy_dir):
+    cfg = parse_config(tiny_config(warm_policy_dir, iterations=1, value={"enabled": False},
+                                   train={"loss": "sft", "lr": 1e-3, "epochs": 1, "batch_size": 4}), "sft.yaml")
+    run = tmp_path / "sft"
+    run_loop(cfg, run)
+    recs = [json.loads(line) for line in (run / "iter-000" / "pairs.jsonl").read_text().splitlines()]
+    env = make_env("arithmetic", KNOBS)
+    from envs.types import Problem
+    from search.tree import read_trees
+
+    problems = {t.problem.id: t.problem for t in read_trees(run / "iter-000" / "trees.jsonl")}
+    assert recs, "the warm policy should solve some easy problems"
+    for r in recs:
+        p: Problem = problems[r["problem_id"]]
+        assert env.score(p, r["completion"].rstrip("\n").split("\n")) == 1.0
+    assert (run / "iter-000" / "policy" / "config.json").is_file()
+
+
+def test_eval_cli(warm_policy_dir):
+    res = subprocess.run([CLI, "eval", "--policy", warm_policy_dir, "--env", "arithmetic", "--problems", "3",
+                          "--k", "2", "--json"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["problems"] == 3 and out["k"] == 2
+    assert 0.0 <= out["maj_acc"] <= out["pass_acc"] <= 1.0 and out["tokens"] > 0
+    bad = subprocess.run([CLI, "eval", "--policy", "/no/such/dir", "--problems", "1"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
