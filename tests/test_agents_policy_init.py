@@ -14,7 +14,6 @@ from envs.registry import make_env
 
 
 def test_corrupt_arithmetic_one_wrong_step_carried_forward():
-    env = make_env("arithmetic")
     seen_offsets = set()
     for seed in range(40):
         steps = corrupt_arithmetic("3+4*2-5", random.Random(seed))

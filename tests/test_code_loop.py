@@ -23,7 +23,7 @@ from selfimprove.loop import run_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "selfimprove")
-KNOBS = {"a_max": 3, "c_max": 4, "shown": 3, "hidden": 2, "timeout": 5.0}
+KNOBS = {"a_max": 3, "c_max": 3, "shown": 3, "hidden": 2, "timeout": 5.0}
 ITERATIONS = 2
 ARTIFACTS = ["config.yaml", "summary.json", "summary.png"] + [
     f"iter-{i:03d}/{f}" for i in range(ITERATIONS)
@@ -37,9 +37,9 @@ def code_policy_dir(tiny_policy_dir, tmp_path_factory):
 
     env = make_env("code-tiny", KNOBS)
     records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p))[len(env.prompt(p)):]}
-               for p in env.load("train", 120, seed=7)]
+               for p in env.load("train", 160, seed=7)]
     out = tmp_path_factory.mktemp("code_policy")
-    train_sft(tiny_policy_dir, records, out, lr=3e-3, epochs=8, batch_size=16, seed=0)
+    train_sft(tiny_policy_dir, records, out, lr=3e-3, epochs=15, batch_size=16, seed=0)
     return str(out)
 
 
@@ -49,7 +49,7 @@ def code_config(policy_dir: str, **over) -> dict:
         "env": {"name": "code-tiny", "knobs": KNOBS},
         "policy": {"path": policy_dir},
         "search": {"algo": "mcts", "problems": 4,
-                   "config": {"simulations": 10, "expand_n": 3, "max_depth": 4, "max_step_tokens": 10,
+                   "config": {"simulations": 12, "expand_n": 3, "max_depth": 4, "max_step_tokens": 10,
                               "rollout_temperature": 1.0}},
         "pairs": {"strategy": "q-gap", "config": {"nodes": "all", "min_parent_visits": 1, "min_gap": 0.0}},
         "train": {"loss": "step-dpo", "beta": 0.1, "lr": 1e-3, "epochs": 1, "batch_size": 4, "max_length": 64},

@@ -7,11 +7,18 @@ wrong and "1+1=2." is not a step the checker can parse (None: left out). Wrong s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from envs.errors import UserError
 from selfimprove.pairs import extract
-from tests.test_pairs import FIX, triples  # noqa: F401  (FIX documents where the trees come from)
+
+FIX = Path(__file__).parent / "fixtures" / "pairs_trees.jsonl"
+
+
+def triples(records):
+    return [(r.tree_id, r.prefix_node, r.chosen_node, r.rejected_node) for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +30,7 @@ def trees():
 
 def test_step_check_pairs(trees):
     recs, stats = extract(trees, "step-check", {"env": "arithmetic"})
+    assert stats["count"] == 5
     assert triples(recs) == [("tree-a", 0, 1, 2), ("tree-a", 0, 1, 9), ("tree-a", 1, 3, 4),
                              ("tree-b", 0, 1, 3), ("tree-b", 0, 1, 7)]
     assert (recs[2].prompt, recs[2].chosen, recs[2].rejected) == ("Q: 2+3*4\n3*4=12\n", "2+12=14\n", "2+12=15\n")
