@@ -96,7 +96,7 @@ def test_cli_envs_show_without_required_knobs_explains():
     (["envs", "show", "arithmatic"], "unknown environment 'arithmatic' (did you mean 'arithmetic'?)"),
     (["envs", "show", "gym:chain_summ"], "unknown reasoning-gym task 'chain_summ'; did you mean gym:chain_sum"),
     (["envs", "show", "arithmetic", "--set", "max_ops=1"], "field 'max_ops': max_ops (1) must be >= min_ops (2)"),
-    (["envs", "show", "arithmetic", "--set", "max_ops"], "--set 'max_ops': expected KEY=VALUE"),
+    (["envs", "show", "arithmetic", "--set", "max_ops"], "--set 'max_ops': expected key=value"),
     (["envs", "show", "jsonl-math", "--set", f"train_path={HERE / 'data' / 'missing_answer.jsonl'}"],
      "missing_answer.jsonl:2: field 'answer' is missing"),
 ])

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from envs.errors import UserError
-from selfimprove.cli.app import JSON_OPTION, app, console
+from selfimprove.cli.app import JSON_OPTION, app, console, parse_sets
 
 envs_app = typer.Typer(help="Environments: built-ins, reasoning-gym tasks, plug-ins.", no_args_is_help=True)
 app.add_typer(envs_app, name="envs")
@@ -34,24 +34,6 @@ def envs_list(
     console.print(table)
 
 
-def parse_knobs(pairs: list[str]) -> dict[str, Any]:
-    """``["max_ops=3", "ops=+-"]`` -> ``{"max_ops": 3, "ops": "+-"}`` (values read as YAML scalars)."""
-    import yaml
-
-    knobs: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {pair!r}: expected KEY=VALUE")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        # Keep text that YAML would turn into something else (e.g. ops=+-* or a path) as written.
-        knobs[key.strip()] = parsed if isinstance(parsed, int | float | bool | dict | list) else value
-    return knobs
-
-
 @envs_app.command("show")
 def envs_show(
     name: str = typer.Argument(..., help="Environment name, e.g. arithmetic or gym:chain_sum."),
@@ -63,7 +45,7 @@ def envs_show(
     """Describe one environment: kind, source, knobs with defaults, and a sample problem."""
     from envs.registry import env_source, make_env
 
-    knobs = parse_knobs(knob)
+    knobs = parse_sets(knob)
     env = make_env(name, knobs)
     cls = type(env)
     fields = []

@@ -27,8 +27,7 @@ def eval_cmd(
 
     from agents.hf import HFPolicy
     from envs.registry import make_env
-    from selfimprove.cli.app import err_console
-    from selfimprove.cli.run_cmd import quiet_transformers
+    from selfimprove.cli.app import err_console, quiet_transformers
     from selfimprove.evaluate import evaluate
 
     quiet_transformers()

@@ -4,25 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from selfimprove.cli.app import JSON_OPTION, app, emit
-
-
-def parse_sets(items: list[str] | None) -> dict:
-    """`k=v` strings → dict, values read as YAML scalars (1, 0.5, true, path); a bad item is a UserError."""
-    import yaml
-
-    from envs.errors import UserError
-
-    out = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set '{item}': expected key=value")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
+from selfimprove.cli.app import JSON_OPTION, app, emit, parse_sets
 
 
 @app.command("pairs")

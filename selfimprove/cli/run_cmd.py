@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from selfimprove.cli.app import JSON_OPTION, app, console, err_console
+from selfimprove.cli.app import JSON_OPTION, app, console, err_console, quiet_transformers
 
 
 def _progress(quiet: bool):
@@ -47,13 +47,6 @@ def _progress(quiet: bool):
             self.bars.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
 
     return Bars()
-
-
-def quiet_transformers() -> None:
-    """No per-load/save tqdm bars from transformers: the loop loads a checkpoint in every stage."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def run_and_report(cfg, run_dir: Path, *, resume: bool, as_json: bool, show_tree: bool = False) -> dict:

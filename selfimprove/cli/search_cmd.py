@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import typer
-import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.errors import UserError
-from selfimprove.cli.app import JSON_OPTION, app, emit, err_console
-
-
-def parse_sets(items: list[str]) -> dict:
-    """`key=value` pairs (values parsed as YAML scalars: 3, 0.5, true, puct) into a dict."""
-    out = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"--set '{item}': expected key=value")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise UserError(f"--set '{item}': value is not a valid scalar") from None
-    return out
+from selfimprove.cli.app import JSON_OPTION, app, emit, err_console, parse_sets
 
 
 @app.command("search")

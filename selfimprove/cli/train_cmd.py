@@ -7,14 +7,7 @@ from collections.abc import Callable
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from selfimprove.cli.app import JSON_OPTION, app, emit, err_console
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
+from selfimprove.cli.app import JSON_OPTION, app, emit, err_console, quiet_transformers
 
 
 class _Bar:
@@ -60,7 +53,7 @@ def train(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the policy on preference pairs or lists; print loss, margins and throughput."""
-    _quiet_transformers()
+    quiet_transformers()
     from selfimprove.train import train_policy
 
     with _Bar() as progress:
@@ -89,7 +82,7 @@ def train_value(
     init_from = init or policy
     if not init_from:
         raise UserError("train-value needs --init POLICY_OR_VALUE_DIR")
-    _quiet_transformers()
+    quiet_transformers()
     from selfimprove.train import train_value as _train_value
 
     with _Bar() as progress:
