@@ -36,6 +36,13 @@ class Sample:
         return len(self.token_ids)
 
 
+def check_propose_args(n: int, temperature: float, top_p: float, max_step_tokens: int) -> None:
+    """Reject sampling arguments every backend would misread (a programming error, not user input)."""
+    if n < 1 or temperature < 0 or not 0 < top_p <= 1 or max_step_tokens < 1:
+        raise ValueError(f"bad propose arguments: n={n}, temperature={temperature}, top_p={top_p}, "
+                         f"max_step_tokens={max_step_tokens}")
+
+
 class Policy(ABC):
     """A step-proposing language model. `checkpoint` names the weights (a directory path or id)."""
 

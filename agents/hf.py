@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from agents.base import Policy, Sample
+from agents.base import Policy, Sample, check_propose_args
 from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
 
 # score(): cap on batch × length × vocab logits held at once (floats).
@@ -105,9 +105,7 @@ class HFPolicy(Policy):
         token, so `sample.logprob == score([prefix], [text + stop])` whenever the tokenizer encodes
         prefix + text + stop into the prefix's tokens followed by the sampled ones.
         """
-        if n < 1 or temperature < 0 or not 0 < top_p <= 1 or max_step_tokens < 1:
-            raise ValueError(f"bad propose arguments: n={n}, temperature={temperature}, top_p={top_p}, "
-                             f"max_step_tokens={max_step_tokens}")
+        check_propose_args(n, temperature, top_p, max_step_tokens)
         if not prefixes:
             return []
         if seed is None:

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.base import Policy, Sample
+from agents.base import Policy, Sample, check_propose_args
 from agents.hf import _row_seed
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
@@ -117,9 +117,7 @@ class VLLMPolicy(Policy):
         """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token."""
         from vllm import SamplingParams
 
-        if n < 1 or temperature < 0 or not 0 < top_p <= 1 or max_step_tokens < 1:
-            raise ValueError(f"bad propose arguments: n={n}, temperature={temperature}, top_p={top_p}, "
-                             f"max_step_tokens={max_step_tokens}")
+        check_propose_args(n, temperature, top_p, max_step_tokens)
         if not prefixes:
             return []
         if seed is None:
