@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from envs.errors import UserError
+from envs.io import replace_dir
 
 MANIFEST = "policy_build.json"
 FORMAT = "selfimprove-tiny-policy/1"
@@ -126,13 +126,7 @@ def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-
                    "train_seconds": round(train_s, 1), "build_seconds": round(time.perf_counter() - t0, 1),
                    "cached": False}
         (tmp / MANIFEST).write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

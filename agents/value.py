@@ -8,7 +8,6 @@ the tokenizer, `value_head.safetensors` and `value_config.json`. Training lives 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from torch import nn
 from agents.base import ValueModel
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
+from envs.io import replace_dir
 
 HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "value_config.json"
@@ -98,13 +98,7 @@ class ValueHeadModel(nn.Module):
             cfg = {"format": FORMAT, "hidden_size": self.head.in_features, "activation": "tanh",
                    "readout": "last non-pad token", "source_checkpoint": getattr(self, "source_checkpoint", None)}
             (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
-            if dest.exists():
-                old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
-                os.replace(dest, old / "x")
-                os.replace(tmp, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, dest)
+            replace_dir(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from envs.errors import UserError
-from envs.io import atomic_write_json
+from envs.io import atomic_write_json, replace_dir
 
 T = TypeVar("T")
 STAGES = ("search", "pairs", "value", "train", "eval")
@@ -108,15 +108,7 @@ class RunDir:
         result = build(tmp)
         if not tmp.is_dir():
             raise RuntimeError(f"{tmp}: the stage wrote no directory")
-        if final.exists():
-            old = final.parent / f".{final.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
         return result
 
     def check_new_or_resume(self, resume: bool) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from envs.errors import UserError
-from envs.io import atomic_write_json
+from envs.io import atomic_write_json, replace_dir
 from selfimprove.pairs.records import Record, read_records
 from selfimprove.train import losses as L
 from selfimprove.train.data import Batch, Example, batches, collate, tokenize
@@ -61,17 +61,6 @@ def save_policy_dir(model, tokenizer, out_dir: str | os.PathLike, metrics: dict[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move directory `src` to `dst`, replacing an existing `dst` with at most a rename in between."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def peak_rss_mb() -> float:

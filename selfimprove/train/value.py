@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from envs.errors import UserError
-from envs.io import atomic_write_json
+from envs.io import atomic_write_json, replace_dir
 from search.tree import Tree, read_trees
 from selfimprove.pairs.strategies import outcome_counts, prefix_text
-from selfimprove.train.policy import peak_rss_mb, replace_dir
+from selfimprove.train.policy import peak_rss_mb
 
 
 @dataclass
