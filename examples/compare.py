@@ -21,8 +21,8 @@ from selfimprove.loop import run_loop
 CONFIG = Path(__file__).with_name("compare-pairs.yaml")
 VARIANTS = {
     "step-pairs": ["pairs.strategy=q-gap", "train.loss=step-dpo"],
-    "outcome": ["pairs.strategy=outcome", "train.loss=dpo"],
-    "sft": ["train.loss=sft"],
+    "outcome": ["pairs.strategy=outcome", "pairs.config={}", "train.loss=dpo"],
+    "sft": ["train.loss=sft", "train.lr=1e-4"],  # SFT at the DPO lr barely moves; 1e-4 is its usual scale
 }
 
 

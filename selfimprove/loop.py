@@ -13,6 +13,7 @@ before iteration 0 (row -1 of the summary).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -47,6 +48,21 @@ def stage_seed(seed: int, iteration: int, stage: str) -> int:
     """A stable per-stage seed: the same run seed gives the same seeds on resume."""
     offsets = {"problems": 1, "search": 2, "pairs": 3, "value": 4, "train": 5, "eval": 6}
     return seed * 1_000_003 + (iteration + 1) * 101 + offsets[stage]
+
+
+def build_tiny_base(cfg: RunConfig, progress=None) -> tuple[Path, dict[str, Any]]:
+    """The embedded tiny policy for `cfg` (`policy.path: tiny`): its cache directory and build summary.
+
+    Built once per (environment, knobs, seed, steps) under `policy.tiny.cache_dir`; later calls reuse it.
+    """
+    from agents.policy_init import build_tiny_policy, cached_dir
+
+    tiny, knobs = cfg.policy.tiny, dict(cfg.env.knobs)
+    out = cached_dir(tiny.cache_dir, cfg.env.name, seed=tiny.seed, steps=tiny.steps, knobs=knobs)
+    kw: dict[str, Any] = {"seed": tiny.seed, "knobs": knobs, "progress": progress}
+    if tiny.steps is not None:
+        kw["steps"] = tiny.steps
+    return out, dict(build_tiny_policy(cfg.env.name, str(out), **kw))
 
 
 class Loop:
@@ -107,16 +123,9 @@ class Loop:
         pol = self.cfg.policy
         if pol.path != TINY:
             return Path(pol.path).expanduser()
-        from agents.policy_init import build_tiny_policy
-
-        steps = pol.tiny.steps
-        out = Path(pol.tiny.cache_dir) / f"{self.cfg.env.name}-seed{pol.tiny.seed}-steps{steps or 'default'}"
         self.progress.phase("build tiny policy")
-        kw: dict[str, Any] = {"seed": pol.tiny.seed, "progress": lambda _s, d, t: self._tick(d, t)}
-        if steps is not None:
-            kw["steps"] = steps
         t0 = time.perf_counter()
-        summary = dict(build_tiny_policy(self.cfg.env.name, str(out), **kw) or {})  # cached when built before
+        out, summary = build_tiny_base(self.cfg, progress=lambda _s, d, t: self._tick(d, t))
         if self.run.done("base-policy") is None:
             summary["wall_s"] = time.perf_counter() - t0
             self.run.mark("base-policy", None, _jsonable(summary))
@@ -306,15 +315,11 @@ class Loop:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _jsonable(d: Any) -> dict[str, Any]:
     """A trainer's metrics as plain JSON values (floats, ints, strings, lists, dicts)."""
-    import json
-
     return json.loads(json.dumps(dict(d or {}), default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 

@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from agents.policy_init import MANIFEST, build_tiny_policy, corrupt_arithmetic, read_manifest, solution_steps
+from agents.policy_init import (
+    MANIFEST,
+    build_tiny_policy,
+    corrupt_arithmetic,
+    read_manifest,
+    solution_steps,
+    work_arithmetic,
+)
 from envs.arithmetic import parse_step
 from envs.errors import UserError
 from envs.registry import make_env
@@ -28,6 +35,27 @@ def test_corrupt_arithmetic_one_wrong_step_carried_forward():
             assert c in (later[0], later[2])
         assert steps[-1] == f"A: {ops[-1][3]}" and steps[-1] != "A: 6"
     assert seen_offsets <= {-10, -2, -1, 1, 2, 10} and len(seen_offsets) >= 3
+
+
+def test_work_arithmetic_bug_is_carried_forward():
+    assert work_arithmetic("3+4*2-15") == ["4*2=8", "3+8=11", "11-15=-4", "A: -4"]
+    # smaller-from-larger: 11-15 written as 4; only when 0 <= a < b
+    assert work_arithmetic("3+4*2-15", smaller_from_larger=True) == ["4*2=8", "3+8=11", "11-15=4", "A: 4"]
+    assert work_arithmetic("3-5-2", smaller_from_larger=True) == ["3-5=2", "2-2=0", "A: 0"]
+    assert work_arithmetic("7-1", smaller_from_larger=True) == ["7-1=6", "A: 6"]
+    assert work_arithmetic("2-5*3", wrong_at=0, rng=random.Random(0))[0] != "5*3=15"
+
+
+def test_cached_dir_is_one_directory_per_setting(tmp_path):
+    from agents.policy_init import cached_dir
+
+    plain = cached_dir(tmp_path, "arithmetic")
+    assert plain == tmp_path / "arithmetic-seed0-stepsdefault"
+    a = cached_dir(tmp_path, "arithmetic", knobs={"max_ops": 3, "operand_max": 9})
+    assert a == cached_dir(tmp_path, "arithmetic", knobs={"operand_max": 9, "max_ops": 3})  # order-free
+    assert len({plain, a, cached_dir(tmp_path, "arithmetic", knobs={"max_ops": 2}),
+                cached_dir(tmp_path, "arithmetic", steps=300), cached_dir(tmp_path, "arithmetic", seed=1)}) == 5
+    assert ":" not in cached_dir(tmp_path, "gym:leg_counting").name
 
 
 def test_tokenizer_keeps_step_delimiter_separate():
@@ -83,6 +111,9 @@ def test_build_refuses_foreign_directory_and_bad_args(tmp_path):
         build_tiny_policy("arithmetic", tmp_path / "x", steps=0)
     with pytest.raises(UserError, match="unknown environment"):
         build_tiny_policy("nope", tmp_path / "y", steps=2)
+    with pytest.raises(UserError, match="max_opz"):
+        build_tiny_policy("arithmetic", tmp_path / "z", steps=2, knobs={"max_opz": 3})
+    assert not (tmp_path / "z").exists()
 
 
 def test_cli_policy_init(tmp_path, capsys):
@@ -90,9 +121,10 @@ def test_cli_policy_init(tmp_path, capsys):
 
     out = tmp_path / "cli"
     assert main(["policy", "init", "--env", "arithmetic", "--out", str(out), "--steps", "2",
-                 "--eval-problems", "3", "--json"]) == 0
+                 "--eval-problems", "3", "--knob", "max_ops=2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 and "greedy_accuracy" in summary and "best_of_16_accuracy" in summary
+    assert summary["knobs"] == {"max_ops": 2} and read_manifest(out)["settings"]["knobs"] == {"max_ops": 2}
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "a.txt").write_text("x")
     assert main(["policy", "init", "--out", str(tmp_path / "foreign"), "--steps", "2"]) == 1

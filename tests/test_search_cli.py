@@ -26,6 +26,20 @@ def test_search_cli_writes_trees_and_summary(tiny_policy_dir, tmp_path, capsys):
     assert summary["nodes"] == sum(len(t) for t in trees)
 
 
+def test_search_cli_knobs_set_the_environment(tiny_policy_dir, tmp_path, capsys):
+    from envs.arithmetic import tokenize
+
+    out = tmp_path / "trees.jsonl"
+    rc = main(["search", "--policy", tiny_policy_dir, "--env", "arithmetic", "--algo", "greedy", "--problems", "4",
+               "--knob", "min_ops=1", "--knob", "max_ops=1", "--knob", "operand_max=9", "--out", str(out), *SMALL[2:]])
+    assert rc == 0
+    exprs = [t.problem.metadata["expression"] for t in read_trees(out)]
+    assert all(len(tokenize(e)) == 3 and max(tokenize(e)[::2]) <= 9 for e in exprs), exprs
+    assert main(["search", "--policy", tiny_policy_dir, "--env", "arithmetic", "--knob", "max_opz=1",
+                 "--out", str(tmp_path / "t2.jsonl")]) == 1
+    assert "max_opz" in capsys.readouterr().err and not (tmp_path / "t2.jsonl").exists()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--algo", "mtcs"], "unknown search algorithm 'mtcs' (did you mean 'mcts'?)"),
     (["--set", "simulation=3"], "field 'simulation': unknown key"),

@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import pytest
 
-# `learning`: not part of `make test-slow`/CI yet. With the digit-token tiny policy (issue 3's final
-# build) the held-out margin rises by less than 0.01 for q-gap/first-error step-DPO and falls for cDPO
-# (measured 2026-11-25); run with `make test-learning`. Issue 5 stays open on this.
-pytestmark = [pytest.mark.slow, pytest.mark.learning]
+pytestmark = pytest.mark.slow
+
+KNOBS = {"operand_max": 9, "max_ops": 3}  # the demo's environment, so the demo's cached policy is reused
 
 
 @pytest.fixture(scope="module")
 def trees_and_policy(tmp_path_factory):
     from agents.hf import HFPolicy
-    from agents.policy_init import build_tiny_policy
     from envs.registry import make_env
     from search.api import run_search
+    from selfimprove.config import RunConfig
+    from selfimprove.loop import build_tiny_base
 
-    policy = str(tmp_path_factory.mktemp("search") / "policy")
-    built = build_tiny_policy("arithmetic", policy, steps=1200, seed=0)
-    # the pairs only carry signal when the search finds right and wrong steps (measured: greedy 0.35, pass@16 0.55)
-    assert built["best_of_16_accuracy"] >= 0.4, f"the tiny policy is too weak to test training on: {built}"
-    env = make_env("arithmetic")
-    res = run_search(env, env.load("train", 128, seed=1), HFPolicy(policy), algo="mcts",
+    path, built = build_tiny_base(RunConfig(env={"name": "arithmetic", "knobs": KNOBS}))
+    policy = str(path)
+    # the pairs only carry signal when the search finds right and wrong steps (measured: greedy 0.5, pass@16 0.78)
+    assert built["best_of_16_accuracy"] >= 0.5, f"the tiny policy is too weak to test training on: {built}"
+    env = make_env("arithmetic", KNOBS)
+    res = run_search(env, env.load("train", 512, seed=1), HFPolicy(policy), algo="mcts",
                      config={"simulations": 16, "expand_n": 3}, seed=0)
     return res.trees, policy, env.step_delimiter
 
@@ -36,13 +36,14 @@ def test_heldout_margin_rises(trees_and_policy, tmp_path, strategy, loss):
     from selfimprove.train import train_policy
 
     trees, policy, delim = trees_and_policy
-    train, _ = extract(trees[:96], strategy, {"delimiter": delim})
-    held, _ = extract(trees[96:], "q-gap" if loss == "tpo" else strategy, {"delimiter": delim})
-    assert len(train) >= 40 and len(held) >= 10
+    train, _ = extract(trees[:384], strategy, {"delimiter": delim})
+    held, _ = extract(trees[384:], "q-gap" if loss == "tpo" else strategy, {"delimiter": delim})
+    assert len(train) >= 200 and len(held) >= 50
     m = train_policy(policy, train, tmp_path / "next", loss=loss, beta=0.1, lr=1e-4, epochs=2, batch_size=16,
                      eval_records=held)
-    assert m["eval_margin_after"] > m["eval_margin_before"] + 0.01, m
-    assert m["eval_accuracy_after"] > 0.55, m
+    # measured (seed 0): margin 0 -> 0.07-0.10, held-out pair accuracy 0-0.06 -> 0.73-0.78
+    assert m["eval_margin_after"] > m["eval_margin_before"] + 0.03, m
+    assert m["eval_accuracy_after"] > 0.6, m
 
 
 def test_value_model_heldout_auroc(trees_and_policy, tmp_path):

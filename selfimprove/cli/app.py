@@ -20,6 +20,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary as the last line.")
+KNOB_OPTION = typer.Option([], "--knob", help="Set an environment knob, KEY=VALUE (repeatable), e.g. max_ops=3.")
 
 
 def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> None:

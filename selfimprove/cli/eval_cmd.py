@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from selfimprove.cli.app import JSON_OPTION, app, emit
+from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
 
 
 @app.command("eval")
@@ -18,6 +18,7 @@ def eval_cmd(
     value: str = typer.Option(None, "--value", help="A value-model directory, used with --search."),
     search: str = typer.Option(None, "--search", help="Also report this search algorithm's accuracy."),
     device: str = typer.Option("cpu", "--device"),
+    knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Evaluate a policy on the environment's test split with the verifier."""
@@ -31,7 +32,7 @@ def eval_cmd(
     from selfimprove.evaluate import evaluate
 
     quiet_transformers()
-    environment = make_env(env)
+    environment = make_env(env, parse_sets(knobs))
     probs = environment.load("test", problems, seed=seed)
     pol = HFPolicy(policy, device=device, seed=seed)
     vm = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from selfimprove.cli.app import JSON_OPTION, app, emit, err_console
+from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, err_console, parse_sets
 
 policy_app = typer.Typer(help="The policy model: build the embedded tiny policy.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -18,6 +18,7 @@ def policy_init(
     steps: int = typer.Option(1200, "--steps", help="Optimizer steps (batch 64); fewer = weaker policy."),
     seed: int = typer.Option(0, "--seed", help="Seed for data, initialisation and sampling."),
     eval_problems: int = typer.Option(200, "--eval-problems", help="Held-out test problems for the accuracy report."),
+    knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train a byte-level BPE tokenizer and a small Llama from scratch by SFT, then report its accuracy.
@@ -39,5 +40,5 @@ def policy_init(
             bar.update(tasks[stage], completed=done)
 
         summary = build_tiny_policy(env, out, steps=steps, seed=seed, progress=progress,
-                                    eval_problems=eval_problems)
+                                    eval_problems=eval_problems, knobs=parse_sets(knobs))
     emit(summary, as_json, title=f"tiny policy for '{env}'")

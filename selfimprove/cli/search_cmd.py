@@ -6,7 +6,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.errors import UserError
-from selfimprove.cli.app import JSON_OPTION, app, emit, err_console, parse_sets
+from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, err_console, parse_sets
 
 
 @app.command("search")
@@ -21,6 +21,7 @@ def search(
     out: str = typer.Option("trees.jsonl", "--out", help="Where to write the trees (one per line)."),
     sets: list[str] = typer.Option([], "--set", help="Algorithm config key=value (repeatable)."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most sequences per backend call."),
+    knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Search every problem with one policy (and value model), batching all problems' requests together."""
@@ -32,7 +33,7 @@ def search(
     if split not in ("train", "test"):
         raise UserError(f"--split must be 'train' or 'test', got '{split}'")
     config = make_config(algo, parse_sets(sets))  # bad algo / key fails before any model loads
-    environment = make_env(env)
+    environment = make_env(env, parse_sets(knobs))
     items = environment.load(split, problems, seed=seed)
 
     from agents.hf import HFPolicy
