@@ -7,7 +7,7 @@
 (d) greedy vs best-of-N vs beam vs MCTS on the tiny policy at matched generated-token budgets: accuracy of
     the returned answer, and the share of problems whose tree holds a verified-correct answer.
 
-    .venv/bin/python bench/search.py [--policy DIR] [--problems 64] [--sims 32] [--threads 1] [--json]
+    .venv/bin/python bench/search.py [--policy DIR] [--problems 64] [--sims 32] [--threads N] [--json]
 
 The environment is the demo's (examples/demo.yaml: `arithmetic` with its knobs); without --policy the
 demo's tiny policy is built or reused from the same cache as `selfimprove demo`.
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--sims", type=int, default=32)
     ap.add_argument("--batching-sims", type=int, default=8, help="MCTS simulations for part (b)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="torch threads for every run (default: all cores; the batched runs use them, the "
+                         "one-at-a-time runs are bound by per-call overhead)")
     ap.add_argument("--skip-sequential", action="store_true", help="skip the one-at-a-time run of (b)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     report: dict = {"threads": args.threads}
+    print(f"torch threads: {args.threads}", flush=True)
 
     print("(a) bookkeeping, instant scripted backend", flush=True)
     report["a_bookkeeping"] = bench_bookkeeping(200, args.sims)
