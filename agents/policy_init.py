@@ -40,9 +40,10 @@ ERROR_SHARE = 0.25
 ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
 BUG_SHARE = 0.65  # arithmetic demonstrations with the smaller-from-larger subtraction bug
 POOL_MAX = 16000  # distinct training problems drawn (batches sample from this pool)
-# Measured here at 1200 steps, seed 0 (greedy / best-of-16 on 200 test problems): fp32, random batches
-# 31.0% / 57.5%; bf16 autocast 32.5% / 53.5% (≈ 25% faster); batches grouped by length (8 × 64 sorted) 3% /
-# 18.5% (final loss 0.41 vs 0.16: homogeneous batches train far worse here). Hence fp32 and random batches.
+# Measured at 1200 steps, seed 0, default knobs, before the subtraction bug (greedy / best-of-16 on 200
+# test problems): fp32, random batches 31.0% / 57.5%; bf16 autocast 32.5% / 53.5% (≈ 25% faster); batches
+# grouped by length (8 × 64 sorted) 3% / 18.5% (final loss 0.41 vs 0.16: homogeneous batches train far
+# worse here). Hence fp32 and random batches.
 AUTOCAST_BF16 = False
 LENGTH_GROUP = 1  # >1: batches from LENGTH_GROUP × batch samples sorted by length (less padding, worse model)
 
@@ -66,19 +67,12 @@ def work_arithmetic(expr: str, *, smaller_from_larger: bool = False, wrong_at: i
         if smaller_from_larger and op == "-" and 0 <= a < b:
             c = -c
         if len(steps) == wrong_at:
-            assert rng is not None
+            if rng is None:
+                raise ValueError("work_arithmetic: wrong_at needs an rng to draw the offset from")
             c += rng.choice([d for d in ERROR_OFFSETS if c + d >= 0 or c < 0])
         steps.append(f"{a}{op}{b}={c}")
         tokens = reduce_once(tokens, k, c)
     return [*steps, f"A: {tokens[0]}"]
-
-
-def corrupt_arithmetic(expr: str, rng: random.Random) -> list[str] | None:
-    """An arithmetic solution with one wrong result (off by ±1/±2/±10) carried forward; None if it can't."""
-    from envs.arithmetic import tokenize
-
-    n_ops = (len(tokenize(expr)) - 1) // 2
-    return work_arithmetic(expr, wrong_at=rng.randrange(n_ops), rng=rng) if n_ops >= 1 else None
 
 
 def _solution_text(env, problem, rng: random.Random) -> str:

@@ -10,7 +10,6 @@ import pytest
 from agents.policy_init import (
     MANIFEST,
     build_tiny_policy,
-    corrupt_arithmetic,
     read_manifest,
     solution_steps,
     work_arithmetic,
@@ -20,10 +19,11 @@ from envs.errors import UserError
 from envs.registry import make_env
 
 
-def test_corrupt_arithmetic_one_wrong_step_carried_forward():
+def test_work_arithmetic_one_wrong_step_carried_forward():
     seen_offsets = set()
     for seed in range(40):
-        steps = corrupt_arithmetic("3+4*2-5", random.Random(seed))
+        rng = random.Random(seed)
+        steps = work_arithmetic("3+4*2-5", wrong_at=rng.randrange(3), rng=rng)
         ops = [parse_step(s) for s in steps[:-1]]
         assert [(a, op, b) for a, op, b, _ in ops][:1] == [(4, "*", 2)]
         wrong = [i for i, (a, op, b, c) in enumerate(ops) if {"+": a + b, "-": a - b, "*": a * b}[op] != c]
@@ -44,6 +44,8 @@ def test_work_arithmetic_bug_is_carried_forward():
     assert work_arithmetic("3-5-2", smaller_from_larger=True) == ["3-5=2", "2-2=0", "A: 0"]
     assert work_arithmetic("7-1", smaller_from_larger=True) == ["7-1=6", "A: 6"]
     assert work_arithmetic("2-5*3", wrong_at=0, rng=random.Random(0))[0] != "5*3=15"
+    with pytest.raises(ValueError, match="rng"):
+        work_arithmetic("2-5*3", wrong_at=0)
 
 
 def test_cached_dir_is_one_directory_per_setting(tmp_path):
