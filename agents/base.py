@@ -43,6 +43,27 @@ def check_propose_args(n: int, temperature: float, top_p: float, max_step_tokens
                          f"max_step_tokens={max_step_tokens}")
 
 
+def split_continuations(encode, prefixes: Sequence[str], continuations: Sequence[str]):
+    """Token ids of each prefix + continuation, and where its continuation starts (the BPE boundary rule).
+
+    Prefix and prefix + continuation are tokenized separately (`encode`: texts -> id lists); the
+    continuation starts after the longest run of leading tokens the joint text shares with the prefix's
+    own tokens (normally all of them), and never at 0 (the first token has no context to be scored under).
+    Returns (joint_ids, starts).
+    """
+    if len(prefixes) != len(continuations):
+        raise ValueError(f"score: {len(prefixes)} prefixes but {len(continuations)} continuations")
+    p_ids = encode(list(prefixes))
+    j_ids = encode([p + c for p, c in zip(prefixes, continuations, strict=True)])
+    starts = []
+    for p, j in zip(p_ids, j_ids, strict=True):
+        k = 0
+        while k < min(len(p), len(j)) and p[k] == j[k]:
+            k += 1
+        starts.append(max(k, 1))
+    return j_ids, starts
+
+
 class Policy(ABC):
     """A step-proposing language model. `checkpoint` names the weights (a directory path or id)."""
 

@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from agents.base import Policy, Sample, check_propose_args
+from agents.base import Policy, Sample, check_propose_args, split_continuations
 from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
 
 # score(): cap on batch × length × vocab logits held at once (floats).
@@ -219,26 +219,15 @@ class HFPolicy(Policy):
     def score(self, prefixes: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """Summed log p(continuation | prefix).
 
-        The BPE boundary: prefix and prefix + continuation are tokenized separately; the scored tokens are
-        those of the joint text after the longest run of leading tokens it shares with the prefix's own
-        tokens (normally all of them). When the last prefix token merges with the continuation, the merged
-        token is scored, so that no continuation text goes unscored.
+        The BPE boundary is `split_continuations`'s rule: when the last prefix token merges with the
+        continuation, the merged token is scored, so that no continuation text goes unscored.
         """
-        if len(prefixes) != len(continuations):
-            raise ValueError(f"score: {len(prefixes)} prefixes but {len(continuations)} continuations")
-        if not prefixes:
+        if not prefixes and not continuations:
             return []
-        p_ids = self._encode(prefixes)
-        j_ids = self._encode([p + c for p, c in zip(prefixes, continuations, strict=True)])
-        ctx, cont = [], []
-        for p, j in zip(p_ids, j_ids, strict=True):
-            k = 0
-            while k < min(len(p), len(j)) and p[k] == j[k]:
-                k += 1
-            k = max(k, 1)  # the first token has no context to be scored under
-            ctx.append(j[:k])
-            cont.append(j[k:])
-        return [sum(lps) for lps in self.score_tokens(ctx, cont)]
+        j_ids, starts = split_continuations(self._encode, prefixes, continuations)
+        lps = self.score_tokens([j[:k] for j, k in zip(j_ids, starts, strict=True)],
+                                [j[k:] for j, k in zip(j_ids, starts, strict=True)])
+        return [sum(x) for x in lps]
 
     def score_tokens(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]) -> list[list[float]]:
         """Per-token logprobs of token-id continuations given token-id contexts (right-padded batches)."""

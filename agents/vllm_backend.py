@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.base import Policy, Sample, check_propose_args
+from agents.base import Policy, Sample, check_propose_args, split_continuations
 from agents.hf import _row_seed
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
@@ -150,18 +150,9 @@ class VLLMPolicy(Policy):
         """Summed logprob of the continuation tokens via prompt_logprobs (same BPE boundary rule as HFPolicy)."""
         from vllm import SamplingParams
 
-        if len(prefixes) != len(continuations):
-            raise ValueError(f"score: {len(prefixes)} prefixes but {len(continuations)} continuations")
-        if not prefixes:
+        if not prefixes and not continuations:
             return []
-        p_ids = self._encode(prefixes)
-        j_ids = self._encode([p + c for p, c in zip(prefixes, continuations, strict=True)])
-        starts = []
-        for p, j in zip(p_ids, j_ids, strict=True):
-            k = 0
-            while k < min(len(p), len(j)) and p[k] == j[k]:
-                k += 1
-            starts.append(max(k, 1))
+        j_ids, starts = split_continuations(self._encode, prefixes, continuations)
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outs = self._run(j_ids, [params] * len(j_ids))
         scores = []
