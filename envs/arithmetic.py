@@ -15,7 +15,6 @@ expression string assigns each expression to exactly one split, so train and tes
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Sequence
@@ -25,10 +24,9 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from envs.answers import answer_text, is_answer_step, normalize_minus, parse_int
 from envs.base import EnvConfig, Environment, Split
 from envs.errors import UserError
+from envs.splits import held_out
 from envs.types import Problem
 
-# Share of all expressions that belong to the test split (by hash of the expression text).
-TEST_SHARE = 5  # one in five
 _MAX_TRIES = 1000
 
 _STEP_RE = re.compile(r"^\s*(-?\d+)\s*([+\-*])\s*(\d+)\s*=\s*(-?\d+)\s*$")
@@ -112,8 +110,7 @@ def solve(expr: str) -> tuple[list[tuple[int, str, int, int]], int]:
 
 def split_of(expr: str) -> Split:
     """The split an expression belongs to, from a stable hash (same on every machine and run)."""
-    h = int.from_bytes(hashlib.sha256(expr.encode()).digest()[:8], "big")
-    return "test" if h % TEST_SHARE == 0 else "train"
+    return "test" if held_out(expr) else "train"
 
 
 def parse_step(step: str) -> tuple[int, str, int, int] | None:

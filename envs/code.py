@@ -40,10 +40,10 @@ from envs.base import EnvConfig, Environment, Split
 from envs.errors import UserError
 from envs.io import iter_jsonl
 from envs.sandbox import Check, Limits, Result, Sandbox
+from envs.splits import TEST_SHARE, FileSplits, held_out
 from envs.types import Problem
 
 END_MARKER = "# end"
-TEST_SHARE = 5  # one in five problems is held out for test (by a stable hash or a seeded partition)
 _CACHE_SIZE = 8192
 
 
@@ -57,10 +57,6 @@ class CodeConfig(EnvConfig):
         "auto", description="auto = bubblewrap if it works here, else the unshare fallback")
     unsafe_no_sandbox: bool = Field(False, description="required with sandbox: none (runs code unisolated)")
     workers: int | None = Field(None, ge=1, description="concurrent sandboxes in score_many (default 2 × cores)")
-
-
-def _stable_share(text: str) -> bool:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % TEST_SHARE == 0
 
 
 def _is_end(line: str, layout: str) -> bool:
@@ -313,7 +309,7 @@ def _mbpp_problem(obj: dict, where: str, template: str) -> Problem:
                              "canonical_solution": code.replace("\r\n", "\n") if code else None})
 
 
-class CodeJsonlEnv(CodeEnv):
+class CodeJsonlEnv(FileSplits, CodeEnv):
     """Code problems from user JSONL: MBPP style (text, test_list [, code]) or HumanEval style
     (prompt, test, entry_point [, canonical_solution]); the style is detected per line."""
 
@@ -322,14 +318,8 @@ class CodeJsonlEnv(CodeEnv):
     Config = CodeJsonlConfig
     config: CodeJsonlConfig
 
-    def __init__(self, config=None, **knobs):
-        super().__init__(config, **knobs)
-        self._files: dict[str, list[Problem]] = {}
-
-    def read_file(self, path: str) -> list[Problem]:
+    def parse_file(self, path: str) -> list[Problem]:
         """Every problem in `path`, in file order; a malformed line is a UserError naming file:line:field."""
-        if path in self._files:
-            return self._files[path]
         problems = []
         for lineno, obj in iter_jsonl(path):
             where = f"{path}:{lineno}"
@@ -340,36 +330,11 @@ class CodeJsonlEnv(CodeEnv):
             else:
                 raise UserError(f"{where}: expected MBPP fields 'text' + 'test_list' or HumanEval fields "
                                 "'prompt' + 'test' + 'entry_point'")
-        if not problems:
-            raise UserError(f"{path}: no problems in the file")
         ids = [p.id for p in problems]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise UserError(f"{path}: field 'task_id': {dup!r} appears more than once")
-        self._files[path] = problems
         return problems
-
-    def split_problems(self, split: Split) -> list[Problem]:
-        c = self.config
-        if split not in ("train", "test"):
-            raise UserError(f"environment '{self.name}': unknown split '{split}' (use 'train' or 'test')")
-        if c.train_path is None and c.test_path is None:
-            raise UserError(f"environment '{self.name}': field 'train_path': set train_path and/or test_path "
-                            "to your JSONL files")
-        if c.test_path is not None:
-            test = self.read_file(c.test_path)
-            if split == "test":
-                return test
-            if c.train_path is None:
-                raise UserError(f"environment '{self.name}': field 'train_path': no train_path set")
-            held = {p.prompt for p in test}
-            return [p for p in self.read_file(c.train_path) if p.prompt not in held]
-        return [p for p in self.read_file(c.train_path) if _stable_share(p.prompt) == (split == "test")]
-
-    def load(self, split: Split, count: int, seed: int = 0) -> list[Problem]:
-        problems = list(self.split_problems(split))
-        random.Random(f"code-jsonl:{seed}").shuffle(problems)
-        return problems[:count]
 
     def reference_steps(self, problem: Problem) -> list[str] | None:
         ref = problem.metadata.get("canonical_solution")
@@ -435,7 +400,7 @@ class CodeTinyEnv(CodeEnv):
         rng = random.Random(f"code-tiny:{split}:{seed}:{index}")
         for _ in range(10_000):
             a, c = rng.randint(1, cfg.a_max), rng.randint(-cfg.c_max, cfg.c_max)
-            if (a, c) != (1, 0) and _stable_share(f"{a},{c}") == (split == "test"):
+            if (a, c) != (1, 0) and held_out(f"{a},{c}") == (split == "test"):
                 break
         else:
             raise UserError(f"environment '{self.name}': no {split} functions with a_max={cfg.a_max}, "

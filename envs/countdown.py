@@ -32,9 +32,9 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from envs.answers import answer_text, is_answer_step, normalize_minus
 from envs.base import EnvConfig, Environment, Split
 from envs.errors import UserError
+from envs.splits import held_out
 from envs.types import Problem
 
-TEST_SHARE = 5  # one in five (numbers, target) combinations belongs to the test split
 _MAX_TRIES = 1000
 SOLVER_BUDGET = 200_000  # search nodes before the solver gives up
 
@@ -194,9 +194,7 @@ def solve(numbers: Sequence[int], target: int, operators: str = "+-*/",
 
 
 def split_of(numbers: Sequence[int], target: int) -> Split:
-    key = f"{sorted(numbers)}->{target}".encode()
-    h = int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
-    return "test" if h % TEST_SHARE == 0 else "train"
+    return "test" if held_out(f"{sorted(numbers)}->{target}") else "train"
 
 
 class CountdownEnv(Environment):

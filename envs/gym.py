@@ -26,9 +26,9 @@ from pydantic import Field
 from envs.answers import answer_text, is_answer_step, normalize_minus
 from envs.base import EnvConfig, Environment, Split
 from envs.errors import UserError
+from envs.splits import held_out
 from envs.types import Problem
 
-TEST_SHARE = 5  # one in five questions belongs to the test split
 SCAN_FACTOR = 20
 CANARY = "28 or 29 (selfimprove canary: no scorer should accept this)"  # read at most this many items per problem asked for before giving up
 
@@ -49,8 +49,7 @@ class GymConfig(EnvConfig):
 
 
 def _split_of(question: str) -> Split:
-    h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big")
-    return "test" if h % TEST_SHARE == 0 else "train"
+    return "test" if held_out(question) else "train"
 
 
 def _gym_seed(task: str, seed: int) -> int:

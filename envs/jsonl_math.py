@@ -12,8 +12,6 @@ annotations ``<<...>>`` removed) are the reference steps.
 
 from __future__ import annotations
 
-import hashlib
-import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,12 +19,11 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from envs.answers import answer_text, format_number, is_answer_step, parse_number
-from envs.base import EnvConfig, Environment, Split
+from envs.base import EnvConfig, Environment
 from envs.errors import UserError
 from envs.io import iter_jsonl
+from envs.splits import FileSplits
 from envs.types import Problem
-
-TEST_SHARE = 5  # with no test_path, one in five questions of train_path is held out for test
 
 
 class JsonlMathConfig(EnvConfig):
@@ -60,11 +57,7 @@ class JsonlMathConfig(EnvConfig):
         return v
 
 
-def _held_out(question: str) -> bool:
-    return int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big") % TEST_SHARE == 0
-
-
-class JsonlMathEnv(Environment):
+class JsonlMathEnv(FileSplits, Environment):
     """GSM8K-format JSONL math with exact numeric answer checking."""
 
     name = "jsonl-math"
@@ -73,15 +66,9 @@ class JsonlMathEnv(Environment):
     Config = JsonlMathConfig
     config: JsonlMathConfig
 
-    def __init__(self, config=None, **knobs):
-        super().__init__(config, **knobs)
-        self._files: dict[str, list[Problem]] = {}
-
-    # --- problems -------------------------------------------------------------------------------
-    def read_file(self, path: str) -> list[Problem]:
+    # --- problems (splits and loading: FileSplits) ----------------------------------------------
+    def parse_file(self, path: str) -> list[Problem]:
         """Every problem in `path`, in file order; a malformed line is a UserError naming file:line."""
-        if path in self._files:
-            return self._files[path]
         c = self.config
         regex = re.compile(c.answer_regex, re.DOTALL) if c.answer_regex else None
         problems = []
@@ -112,34 +99,7 @@ class JsonlMathEnv(Environment):
                 answer=format_number(value),
                 metadata={"file": str(path), "line": lineno, "raw_answer": final.strip(), "rationale": rationale},
             ))
-        if not problems:
-            raise UserError(f"{path}: no problems in the file")
-        self._files[path] = problems
         return problems
-
-    def split_problems(self, split: Split) -> list[Problem]:
-        """All problems of `split`, in file order; train never holds a question that test holds."""
-        c = self.config
-        if split not in ("train", "test"):
-            raise UserError(f"environment 'jsonl-math': unknown split '{split}' (use 'train' or 'test')")
-        if c.train_path is None and c.test_path is None:
-            raise UserError("environment 'jsonl-math': field 'train_path': set train_path and/or test_path "
-                            "to your JSONL files")
-        if c.test_path is not None:
-            test = self.read_file(c.test_path)
-            if split == "test":
-                return test
-            if c.train_path is None:
-                raise UserError("environment 'jsonl-math': field 'train_path': no train_path set")
-            held = {p.prompt for p in test}
-            return [p for p in self.read_file(c.train_path) if p.prompt not in held]
-        return [p for p in self.read_file(c.train_path) if _held_out(p.prompt) == (split == "test")]
-
-    def load(self, split: Split, count: int, seed: int = 0) -> list[Problem]:
-        """`count` problems of `split` in a seeded order (all of them when the file has fewer)."""
-        problems = list(self.split_problems(split))
-        random.Random(f"jsonl-math:{seed}").shuffle(problems)
-        return problems[:count]
 
     def reference_steps(self, problem: Problem) -> list[str] | None:
         lines = [re.sub(r"<<[^>]*>>", "", line).strip() for line in problem.metadata.get("rationale", "").splitlines()]

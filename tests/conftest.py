@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random policy directory (vocab ≤ 1k) built offline once per session."""
+"""Shared fixtures: a tiny random policy directory (vocab ≤ 1k) built offline once per session, and the
+sandbox modes to run code tests in."""
 
 from __future__ import annotations
 
@@ -25,3 +26,17 @@ def tiny_policy_dir(tmp_path_factory):
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(params=["bwrap", "fallback"])
+def sandbox_mode(request):
+    """Each real sandbox mode in turn. Skips only when the mode's program (or root, for the fallback) is
+    absent; a mode that is present but broken fails."""
+    from envs.sandbox import available, missing_prerequisite
+
+    missing = missing_prerequisite(request.param)
+    if missing is not None:
+        pytest.skip(missing)
+    why = available(request.param)
+    assert why is None, why
+    return request.param

@@ -12,30 +12,19 @@ import pytest
 from envs.code import END_MARKER, humaneval_checks, tiny_reference
 from envs.errors import UserError
 from envs.registry import make_env
-from envs.sandbox import UNSAFE_ENV, available, missing_prerequisite
+from envs.sandbox import UNSAFE_ENV
 
 DATA = Path(__file__).parent / "data" / "code_problems.jsonl"
 
 
-@pytest.fixture(params=["bwrap", "fallback"])
-def mode(request):
-    # Skip only when the mode's program (or root, for the fallback) is absent; present but broken fails.
-    missing = missing_prerequisite(request.param)
-    if missing is not None:
-        pytest.skip(missing)
-    why = available(request.param)
-    assert why is None, why
-    return request.param
-
-
 # --- code-tiny ----------------------------------------------------------------------------------------
-def test_tiny_references_score_one_in_both_modes(mode):
-    env = make_env("code-tiny", sandbox=mode)
+def test_tiny_references_score_one_in_both_modes(sandbox_mode):
+    env = make_env("code-tiny", sandbox=sandbox_mode)
     problems = env.load("train", 12, seed=3) + env.load("test", 12, seed=3)
     assert env.score_many([(p, env.reference_steps(p)) for p in problems]) == [1.0] * 24
     p = problems[0]
     assert env.verdict(p, env.reference_steps(p)) == "correct (6/6 tests passed)"
-    assert env.run(p, env.reference_steps(p)).mode == mode
+    assert env.run(p, env.reference_steps(p)).mode == sandbox_mode
 
 
 def test_tiny_wrong_solution_partial_credit_and_verdict():
@@ -123,8 +112,8 @@ def test_humaneval_loads_164_problems_in_a_fixed_partition():
     assert env.prompt(p).rstrip().endswith('"""')
 
 
-def test_humaneval_references_pass_and_partial_credit(mode):
-    env = make_env("code-humaneval", sandbox=mode)
+def test_humaneval_references_pass_and_partial_credit(sandbox_mode):
+    env = make_env("code-humaneval", sandbox=sandbox_mode)
     problems = {p.id: p for p in env.load("train", 500) + env.load("test", 500)}
     some = [problems[f"HumanEval/{i}"] for i in (0, 2, 10, 32, 53, 90, 120, 163)]
     assert env.score_many([(p, env.reference_steps(p)) for p in some]) == [1.0] * len(some)
@@ -159,8 +148,8 @@ def test_humaneval_checks_split_asserts_and_skip_setup():
 
 
 # --- code-jsonl ---------------------------------------------------------------------------------------
-def test_jsonl_reads_both_styles_and_references_pass(mode):
-    env = make_env("code-jsonl", train_path=str(DATA), sandbox=mode)
+def test_jsonl_reads_both_styles_and_references_pass(sandbox_mode):
+    env = make_env("code-jsonl", train_path=str(DATA), sandbox=sandbox_mode)
     problems = env.read_file(str(DATA))
     assert [p.metadata["layout"] for p in problems] == ["program"] * 3 + ["body"] * 2
     assert [p.id for p in problems] == ["1", "2", "3", "user/clamp", "user/is_even"]

@@ -12,20 +12,12 @@ from pathlib import Path
 import pytest
 
 from envs.errors import UserError
-from envs.sandbox import UNSAFE_ENV, Check, Limits, Sandbox, available, missing_prerequisite
-
-MODES = ["bwrap", "fallback"]
+from envs.sandbox import UNSAFE_ENV, Check, Limits, Sandbox, available
 
 
-@pytest.fixture(params=MODES)
-def box(request):
-    # Skip only when the mode's program (or root, for the fallback) is absent; present but broken fails.
-    missing = missing_prerequisite(request.param)
-    if missing is not None:
-        pytest.skip(missing)
-    why = available(request.param)
-    assert why is None, why
-    return Sandbox(request.param, Limits(timeout=10.0), workers=4)
+@pytest.fixture
+def box(sandbox_mode):
+    return Sandbox(sandbox_mode, Limits(timeout=10.0), workers=4)
 
 
 def test_scores_fraction_and_keeps_first_failure(box):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.sandbox import Limits, Sandbox, available, missing_prerequisite
+from envs.sandbox import Limits, Sandbox
 from envs.sandbox.core import _UIDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,16 +45,10 @@ def assert_host_unaffected() -> None:
     assert subprocess.run(["true"], check=False).returncode == 0
 
 
-@pytest.fixture(params=["bwrap", "fallback"])
-def box(request):
-    # Skip only when the mode's program (or root, for the fallback) is absent; present but broken fails.
-    missing = missing_prerequisite(request.param)
-    if missing is not None:
-        pytest.skip(missing)
-    why = available(request.param)
-    assert why is None, why
+@pytest.fixture
+def box(sandbox_mode):
     # Runs expected to finish get a generous limit (the CI machine may be busy); hostile ones pass 1-1.5 s.
-    yield Sandbox(request.param, Limits(timeout=10.0, processes=16, memory_mb=512), workers=2)
+    yield Sandbox(sandbox_mode, Limits(timeout=10.0, processes=16, memory_mb=512), workers=2)
     assert_host_unaffected()
 
 
