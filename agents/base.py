@@ -6,6 +6,7 @@ Every call takes a batch. Text in, text out: a *prefix* is the full text the mod
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,18 @@ def check_propose_args(n: int, temperature: float, top_p: float, max_step_tokens
     if n < 1 or temperature < 0 or not 0 < top_p <= 1 or max_step_tokens < 1:
         raise ValueError(f"bad propose arguments: n={n}, temperature={temperature}, top_p={top_p}, "
                          f"max_step_tokens={max_step_tokens}")
+
+
+def prefix_seeds(seed: int | Sequence[int] | None, count: int, rng: random.Random) -> list[int]:
+    """One seed per prefix: the caller's list, or the call's seed (drawn from `rng` when None) for all."""
+    if seed is None:
+        seed = rng.getrandbits(63)
+    if isinstance(seed, int):
+        return [seed] * count
+    seeds = [int(x) for x in seed]
+    if len(seeds) != count:
+        raise ValueError(f"propose got {len(seeds)} seeds for {count} prefixes")
+    return seeds
 
 
 def split_continuations(encode, prefixes: Sequence[str], continuations: Sequence[str]):
@@ -79,11 +92,13 @@ class Policy(ABC):
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_step_tokens: int = 64,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
     ) -> list[list[Sample]]:
         """`n` samples per prefix: result[i][j] is sample j of prefixes[i]. temperature 0 = greedy.
 
-        Same seed, same prefixes, same samples.
+        seed: one for the call, or one per prefix. Same seeds, same prefixes, same samples, whatever else
+        shares the batch. Search passes per-prefix seeds drawn from its own state, so a prefix it samples
+        again later (a re-expansion, a sampled rollout) gets fresh samples.
         """
 
     @abstractmethod

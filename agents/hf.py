@@ -6,8 +6,8 @@ chosen token (log-softmax at temperature 1, before temperature or top-p), which 
 which equals `score()` of the same tokens.
 
 Reproducibility: every sequence (prefix, sample index) draws its noise from its own torch.Generator
-seeded from (call seed, prefix text, occurrence of that prefix in the batch, sample index), so the same
-seed gives the same samples whatever else is in the batch and however it is chunked.
+seeded from (the prefix's seed, prefix text, occurrence of that prefix in the batch, sample index), so
+the same seeds give the same samples whatever else is in the batch and however it is chunked.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from agents.base import Policy, Sample, check_propose_args, split_continuations
+from agents.base import Policy, Sample, check_propose_args, prefix_seeds, split_continuations
 from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
 
 # score(): cap on batch × length × vocab logits held at once (floats).
@@ -96,7 +96,7 @@ class HFPolicy(Policy):
     # --- propose ------------------------------------------------------------------------------------
     def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
                 temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = 64,
-                seed: int | None = None) -> list[list[Sample]]:
+                seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """`n` samples per prefix (see Policy.propose).
 
         Returned token_ids / token_logprobs cover every generated token up to and including the one that
@@ -108,15 +108,14 @@ class HFPolicy(Policy):
         check_propose_args(n, temperature, top_p, max_step_tokens)
         if not prefixes:
             return []
-        if seed is None:
-            seed = self._rng.getrandbits(63)
+        seeds = prefix_seeds(seed, len(prefixes), self._rng)
         prompt_ids = self._encode(prefixes)
         rows: list[tuple[int, int, int]] = []  # (prefix index, sample index, row seed)
         seen: Counter[str] = Counter()
         for i, p in enumerate(prefixes):
             occ = seen[p]
             seen[p] += 1
-            rows += [(i, j, _row_seed(seed, p, occ, j)) for j in range(n)]
+            rows += [(i, j, _row_seed(seeds[i], p, occ, j)) for j in range(n)]
         order = sorted(range(len(rows)), key=lambda r: len(prompt_ids[rows[r][0]]))
         out: list[list[Sample | None]] = [[None] * n for _ in prefixes]
         for start in range(0, len(order), self.max_batch):

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.base import Policy, Sample, check_propose_args, split_continuations
+from agents.base import Policy, Sample, check_propose_args, prefix_seeds, split_continuations
 from agents.hf import _row_seed
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
@@ -113,19 +113,18 @@ class VLLMPolicy(Policy):
     # --- Policy -----------------------------------------------------------------------------------------
     def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
                 temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = 64,
-                seed: int | None = None) -> list[list[Sample]]:
+                seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token."""
         from vllm import SamplingParams
 
         check_propose_args(n, temperature, top_p, max_step_tokens)
         if not prefixes:
             return []
-        if seed is None:
-            seed = self._rng.getrandbits(63)
+        seeds = prefix_seeds(seed, len(prefixes), self._rng)
         seen: Counter[str] = Counter()
         params = []
-        for p in prefixes:
-            row_seed = _row_seed(seed, p, seen[p], 0) & 0x7FFFFFFF
+        for p, p_seed in zip(prefixes, seeds, strict=True):
+            row_seed = _row_seed(p_seed, p, seen[p], 0) & 0x7FFFFFFF
             seen[p] += 1
             params.append(SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_step_tokens,
                                          stop=list(stop) or None, logprobs=1, seed=row_seed))

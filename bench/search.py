@@ -5,9 +5,11 @@
 (b) 64 problems on the tiny policy: cross-problem batching vs one problem at a time, same trees (asserted);
 (c) share of wall time inside model calls (the batched run of (b));
 (d) greedy vs best-of-N vs beam vs MCTS on the tiny policy at matched generated-token budgets: accuracy of
-    the returned answer, and the share of problems whose tree holds a verified-correct answer.
+    the returned answer, and the share of problems whose tree holds a verified-correct answer; MCTS and
+    beam with the outcome verifier alone and with the env's process verifier (`step_check`) too.
 
-    .venv/bin/python bench/search.py [--policy DIR] [--problems 64] [--sims 32] [--threads N] [--json]
+    .venv/bin/python bench/search.py [--policy DIR] [--problems 64] [--accuracy-problems 256] [--sims 32]
+                                     [--threads N] [--json]
 
 The environment is the demo's (examples/demo.yaml: `arithmetic` with its knobs); without --policy the
 demo's tiny policy is built or reused from the same cache as `selfimprove demo`.
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", help="policy directory (default: the demo's tiny policy, built or reused)")
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--sims", type=int, default=32)
+    ap.add_argument("--accuracy-problems", type=int, default=256, help="problems for part (d)")
     ap.add_argument("--batching-sims", type=int, default=8, help="MCTS simulations for part (b)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="torch threads for every run (default: all cores; the batched runs use them, the "
@@ -135,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     print("(c) share of wall time inside model calls (batched runs): "
           + ", ".join(f"{k[2:]} {v:.1%}" for k, v in shares.items()), flush=True)
 
-    # (d) accuracy at matched token budgets.
-    print(f"(d) accuracy on {args.problems} problems at matched generated tokens", flush=True)
+    # (d) accuracy at matched token budgets, on their own (larger) problem set: 64 problems is too few to
+    # tell methods a few points apart.
+    probs = env.load("test", args.accuracy_problems, seed=0)
+    print(f"(d) accuracy on {len(probs)} problems at matched generated tokens", flush=True)
     pol = HFPolicy(policy_dir, seed=0)
     rows = {}
 
@@ -146,18 +151,26 @@ def main(argv: list[str] | None = None) -> int:
         solved = sum(any(n.correct for n in t.terminals()) for t in r.trees) / len(probs)
         rows[label] = {"accuracy": s["accuracy"], "solved": solved, "tokens_per_problem": s["tokens"] / len(probs),
                        "wall_s": round(s["wall_s"], 1)}
-        print(f"    {label:<34} answer accuracy {s['accuracy']:.3f}   verified answer found {solved:.3f}   "
-              f"tokens/problem {rows[label]['tokens_per_problem']:7.1f}", flush=True)
+        print(f"    {label:<44} answer accuracy {s['accuracy']:.3f}   verified answer found {solved:.3f}   "
+              f"tokens/problem {rows[label]['tokens_per_problem']:6.1f}", flush=True)
         return s
 
     g = run("greedy", "greedy", {})
-    m = run(f"mcts ({args.sims} sims)", "mcts", {"simulations": args.sims})
     per_solution = max(1.0, g["tokens"] / len(probs))
-    n = max(1, round(m["tokens"] / len(probs) / per_solution))
-    run(f"best_of_n majority (N={n})", "best_of_n", {"n": n, "vote": "majority"})
-    run(f"best_of_n verifier/pass@N (N={n})", "best_of_n", {"n": n, "vote": "verifier"})
-    budget = max(1, round(m["tokens"] / len(probs)))
-    run("beam (k=8, n=4, verifier)", "beam", {"beam_width": 8, "expand_n": 4, "token_budget": budget})
+    # MCTS with the outcome verifier only, then with the env's process verifier too (`step_check`: a step
+    # the calculator check rejects is a dead end); each is followed by best-of-N at its token budget.
+    for label, cfg in (("mcts (outcome verifier)", {"simulations": args.sims}),
+                       ("mcts (+ step check, expand_n=2)", {"simulations": args.sims, "step_check": True,
+                                                            "expand_n": 2})):
+        m = run(f"{label}, {args.sims} sims", "mcts", cfg)
+        n = max(1, round(m["tokens"] / len(probs) / per_solution))
+        run(f"  best_of_n majority (N={n})", "best_of_n", {"n": n, "vote": "majority"})
+        run(f"  best_of_n verifier/pass@N (N={n})", "best_of_n", {"n": n, "vote": "verifier"})
+        budget = max(1, round(m["tokens"] / len(probs)))
+        run(f"  beam (k=8, n=4, verifier, {budget} tokens)", "beam",
+            {"beam_width": 8, "expand_n": 4, "token_budget": budget})
+        run(f"  beam (k=8, n=4, + step check, {budget} tokens)", "beam",
+            {"beam_width": 8, "expand_n": 4, "token_budget": budget, "step_check": True})
     report["d_accuracy"] = rows
     if args.json:
         print(json.dumps(report, default=float))

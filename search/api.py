@@ -56,7 +56,7 @@ def run_search(env: Environment, problems: Sequence[Problem], policy: Any, value
         trees.append(tree)
         searches.append((ctx, fn(ctx)))
     sched = Scheduler(env, policy, value_model, max_batch=max_batch, max_active=max_active,
-                      max_step_tokens=cfg.max_step_tokens, seed=seed, progress=progress)
+                      max_step_tokens=cfg.max_step_tokens, progress=progress)
     t0 = time.perf_counter()
     sched.run(searches)
     wall = time.perf_counter() - t0

@@ -9,8 +9,8 @@ request joins the very next phase; nobody waits for the slowest tree. New termin
 ends) are scored with one `env.score_many` call per phase.
 
 Sampling seeds are derived per prefix from (search seed, problem index, the problem's request count, item),
-so a problem's tree does not depend on which other problems shared its batches (given a backend that
-honours one seed per prefix; see `_propose`).
+so a problem's tree does not depend on which other problems shared its batches, and a prefix sampled again
+later (a re-expansion, a sampled rollout) gets fresh samples.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class RolloutStep:
     terminal: bool
     score: float | None = None
     answer: str | None = None
+    check: bool | None = None
 
 
 Request = Propose | Extend | Evaluate
@@ -115,6 +116,7 @@ class SearchContext:
         "seed",
         "simulations",
         "start",
+        "step_check",
         "token_budget",
         "tokens",
         "tree",
@@ -136,6 +138,7 @@ class SearchContext:
         self.prior_alpha = float(getattr(config, "prior_alpha", 1.0))
         self.token_budget = getattr(config, "token_budget", None)
         self.wall_budget_s = getattr(config, "wall_budget_s", None)
+        self.step_check = bool(getattr(config, "step_check", False))
         self.tokens = 0
         self.simulations = 0
         self.round = 0
@@ -178,7 +181,7 @@ class Scheduler:
 
     def __init__(self, env: Environment, policy: Any, value_model: Any = None, *, max_batch: int = 256,
                  max_active: int | None = None, max_step_tokens: int = 64, top_p: float = 1.0,
-                 seed: int = 0, progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None):
         self.env = env
         self.policy = policy
         self.value_model = value_model
@@ -188,8 +191,6 @@ class Scheduler:
         self.top_p = top_p
         self.progress = progress
         self.stop = list(env.stop)
-        self.per_prefix_seeds = bool(getattr(policy, "per_prefix_seeds", False))
-        self.call_seed = mix_seed(seed, 0x5EED)
         self.stats: dict[str, Any] = {
             "policy_calls": 0, "value_calls": 0, "policy_sequences": 0, "value_sequences": 0,
             "model_s": 0.0, "score_s": 0.0, "tokens": 0, "phases": 0, "expansions": 0,
@@ -319,13 +320,11 @@ class Scheduler:
         return True
 
     def _propose(self, prefixes: list[str], n: int, temperature: float, seeds: list[int]) -> list[list[Any]]:
-        # A backend that sets `per_prefix_seeds = True` takes one seed per prefix (derived from the problem
-        # and its request count). Others get the same seed on every call: the HF and vLLM backends seed
-        # each row from (call seed, prefix text, sample index), which is equally batch-independent.
-        seed: Any = seeds if self.per_prefix_seeds else self.call_seed
+        # One seed per prefix, derived from (search seed, problem, the problem's request count, item): the
+        # tree does not depend on batch-mates, and a prefix sampled again later gets fresh samples.
         t0 = time.perf_counter()
         out = self.policy.propose(prefixes, n, stop=self.stop, temperature=temperature, top_p=self.top_p,
-                                  max_step_tokens=self.max_step_tokens, seed=seed)
+                                  max_step_tokens=self.max_step_tokens, seed=seeds)
         self.stats["model_s"] += time.perf_counter() - t0
         self.stats["policy_calls"] += 1
         self.stats["policy_sequences"] += len(prefixes) * n
@@ -356,6 +355,8 @@ class Scheduler:
                             or env.is_terminal(ctx.problem, child_steps))
                 child = tree.add_child(node_id, s.text, num_tokens=ntok, logprob=lp, terminal=terminal,
                                        finish_reason=s.finish_reason, checkpoint=ctx.checkpoint)
+                if ctx.step_check:
+                    child.check = env.check_step(ctx.problem, steps, s.text)
                 by_text[s.text] = child
                 log_mass[child.id] = lm
                 if terminal:
@@ -381,6 +382,8 @@ class Scheduler:
         terminal = (sample.finish_reason == "eos" or len(steps) >= ctx.max_depth
                     or self.env.is_terminal(ctx.problem, steps))
         step = RolloutStep(sample.text, ntok, terminal)
+        if ctx.step_check:
+            step.check = self.env.check_step(ctx.problem, path, sample.text)
         if terminal:
             to_score.append(((ctx, step), steps))
         return step

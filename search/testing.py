@@ -51,8 +51,6 @@ Script = Mapping[str, Sequence[Candidate]] | Callable[[str], Sequence[Candidate]
 class ScriptedPolicy(Policy):
     """A policy defined by a script (prefix → candidates). Deterministic; optionally sleeps like a model."""
 
-    per_prefix_seeds = True
-
     def __init__(self, script: Script, *, default: Sequence[Candidate] | None = None, cycle: bool = False,
                  delay_s: float = 0.0, delay_per_seq_s: float = 0.0, checkpoint: str = "scripted"):
         self.script = script
@@ -160,6 +158,17 @@ class ToyEnv(Environment):
 
     def score(self, problem, steps) -> float:
         return 1.0 if problem.answer is not None and self.extract_answer(problem, steps) == problem.answer else 0.0
+
+    def check_step(self, problem, steps, step) -> bool | None:
+        """True iff `step` adds the next number to the running total as written (errors carried forward),
+        or states that total once every number is used."""
+        nums = [int(x) for x in problem.prompt.split("+")]
+        total, used, _ = _state(nums, list(steps))
+        if step.startswith("A:"):
+            return used >= len(nums) and step[2:].strip() == str(total)
+        if used >= len(nums):
+            return False
+        return step == f"{total}+{nums[used]}={total + nums[used]}"
 
 
 def _parse(prefix: str) -> tuple[list[int], list[str]]:

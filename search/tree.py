@@ -30,7 +30,9 @@ class Node:
     visits (N), value_sum (sum of backed-up values; Q = value_sum / N), value (the value model's
     estimate V of the prefix ending here, None if never evaluated), reward (edge reward into this node),
     prior (normalised over siblings), logprob (summed token logprob of the step), score (verifier score
-    in [0, 1] of a terminal node), answer (extracted answer of a terminal node).
+    in [0, 1] of a terminal node), answer (extracted answer of a terminal node), check (the env's
+    per-step check of this step when the search asked for it: True/False, None = not checked or the env
+    cannot tell).
     """
 
     id: int
@@ -49,6 +51,7 @@ class Node:
     answer: str | None = None
     finish_reason: str | None = None
     checkpoint: str | None = None
+    check: bool | None = None
     virtual_loss: int = field(default=0, metadata={"transient": True})
 
     @property

@@ -81,6 +81,16 @@ def test_sampling_seeded_and_independent_of_batch(policy):
     assert dup[0][0].token_ids != dup[1][0].token_ids  # a repeated prefix gets fresh samples
 
 
+def test_per_prefix_seeds(policy):
+    ids = lambda rows: [[s.token_ids for s in row] for row in rows]  # noqa: E731
+    a = ids(policy.propose(PROMPTS, n=2, temperature=1.0, max_step_tokens=8, seed=[1, 2, 3]))
+    assert ids(policy.propose(PROMPTS[1:2], n=2, temperature=1.0, max_step_tokens=8, seed=[2]))[0] == a[1]
+    b = ids(policy.propose(PROMPTS, n=2, temperature=1.0, max_step_tokens=8, seed=[1, 5, 3]))
+    assert (b[0], b[2]) == (a[0], a[2]) and b[1] != a[1]  # only the re-seeded prefix changes
+    with pytest.raises(ValueError, match="2 seeds for 3 prefixes"):
+        policy.propose(PROMPTS, n=1, seed=[1, 2])
+
+
 def test_top_p_small_is_greedy(policy):
     g = policy.propose(PROMPTS, n=1, temperature=0, max_step_tokens=6)
     t = policy.propose(PROMPTS, n=2, temperature=1.0, top_p=1e-6, max_step_tokens=6, seed=3)

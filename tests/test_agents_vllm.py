@@ -64,6 +64,13 @@ def test_sampling_is_seeded(engine):
     assert [[s.token_ids for s in r] for r in a] == [[s.token_ids for s in r] for r in b]
     assert all(len(r) == 3 for r in a)
     assert all(len(s.token_ids) == len(s.token_logprobs) for r in a for s in r)
+    # Per-prefix seeds (what search passes): a prefix's samples depend on its own seed only.
+    ids = lambda rows: [[s.token_ids for s in r] for r in rows]  # noqa: E731
+    seeds = list(range(len(PROMPTS)))
+    c = ids(engine.propose(PROMPTS, n=2, temperature=1.0, max_step_tokens=8, seed=seeds))
+    assert ids(engine.propose(PROMPTS[2:3], n=2, temperature=1.0, max_step_tokens=8, seed=[2]))[0] == c[2]
+    d = ids(engine.propose(PROMPTS, n=2, temperature=1.0, max_step_tokens=8, seed=[*seeds[:2], 99, *seeds[3:]]))
+    assert d[2] != c[2] and d[:2] == c[:2]
 
 
 def test_reload_new_weights(engine, dirs):

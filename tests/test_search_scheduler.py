@@ -94,6 +94,29 @@ def test_propose_then_value_in_the_same_round():
     assert sched.stats["phases"] == 2 and c.tree.node(1).value == 0.25
 
 
+def test_a_prefix_sampled_again_gets_fresh_samples(tiny_policy_dir):
+    # The real HF backend: the same node proposed in two rounds must not repeat its samples (a re-expansion
+    # or a sampled rollout would add nothing), yet the run stays reproducible.
+    from agents.hf import HFPolicy
+
+    def texts(seed):
+        got = []
+
+        def algo(ctx):
+            for _ in range(2):
+                (ids,), = yield [Propose([0], 3, 1.0)]
+                got.append([ctx.tree.node(i).step for i in ids])
+
+        c = SearchContext(0, Problem(id="0", prompt="1+2"), None, ENV, None, seed=seed)
+        c.tree = Tree(c.problem)
+        Scheduler(ENV, HFPolicy(tiny_policy_dir), max_step_tokens=6).run([(c, algo(c))])
+        return got
+
+    first, again = texts(0)
+    assert first != again
+    assert texts(0) == [first, again] and texts(1)[0] != first
+
+
 @pytest.mark.parametrize("algo", ["mcts", "beam", "best_of_n", "dfs", "greedy"])
 def test_same_seed_same_trees_batched_or_one_at_a_time(algo):
     probs = ENV.load("test", 8, seed=4)

@@ -1,7 +1,8 @@
 """Step-level beam search / ToT-BFS: keep the top-k partial solutions by value at each depth.
 
 Each round every beam proposes `expand_n` steps; the new non-terminal children are ranked by the value
-model (or, without one, by their own likelihood) and the best `beam_width` continue. Terminal children
+model (or, without one, by their own likelihood) and the best `beam_width` continue (with `step_check`,
+steps the env's process verifier rejects are dropped). Terminal children
 are collected; the search stops when `beam_width` of them are finished, when the verifier (if allowed)
 confirms one, or when no beam is left. The answer is the best finished node by value.
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from search.algorithms.common import SearchConfig, best_node, estimate, set_answer
+from search.algorithms.common import ProcessCheckConfig, best_node, estimate, set_answer
 from search.scheduler import Evaluate, Propose, Search, SearchContext
 
 
-class BeamConfig(SearchConfig):
+class BeamConfig(ProcessCheckConfig):
     beam_width: int = Field(4, ge=1, description="Partial solutions kept per depth (k).")
     expand_n: int = Field(4, ge=1, description="Steps proposed per beam.")
 
@@ -39,6 +40,6 @@ def beam(ctx: SearchContext) -> Search:
         finished += terms
         if len(finished) >= cfg.beam_width or (cfg.verifier and any(t.correct for t in terms)):
             break
-        open_ = sorted((c for c in cands if not c.terminal), key=lambda c: -estimate(c, cfg))
+        open_ = sorted((c for c in cands if not c.terminal and c.check is not False), key=lambda c: -estimate(c, cfg))
         beams = open_[:cfg.beam_width]
     set_answer(tree, best_node(finished, lambda n: (estimate(n, cfg),), cfg))

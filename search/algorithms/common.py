@@ -33,6 +33,16 @@ class SearchConfig(BaseModel):
     wall_budget_s: float | None = Field(None, gt=0, description="Wall-time budget per problem, seconds.")
 
 
+class ProcessCheckConfig(SearchConfig):
+    """SearchConfig plus the env's process verifier, for the algorithms that act on a wrong step."""
+
+    step_check: bool = Field(False, description="Check every new step with the env's process verifier "
+                                                "(`check_step`, e.g. arithmetic's calculator check): a step "
+                                                "it marks wrong is a dead end valued wrong_value, never "
+                                                "expanded, and a rollout stops there. No effect on envs "
+                                                "without a checker.")
+
+
 def verdict_value(node: Any, cfg: SearchConfig) -> float:
     """+correct_value for a verified-correct terminal (score 1), wrong_value otherwise."""
     return cfg.correct_value if node.score is not None and node.score >= 1.0 else cfg.wrong_value
@@ -45,9 +55,12 @@ def prior_estimate(node: Node) -> float:
 
 
 def estimate(node: Node, cfg: SearchConfig) -> float:
-    """How good a node looks: the verdict (terminal, verifier on), else the value model, else the prior."""
+    """How good a node looks: the verdict (terminal, verifier on), else wrong_value for a step the env's
+    check rejected, else the value model, else the prior."""
     if node.terminal and cfg.verifier and node.score is not None:
         return verdict_value(node, cfg)
+    if node.check is False:
+        return cfg.wrong_value
     if node.value is not None:
         return node.value
     return prior_estimate(node)

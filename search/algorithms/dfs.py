@@ -1,5 +1,6 @@
 """Depth-first search with backtracking (ToT-DFS): follow the best child, prune children valued below a
-threshold, back up to the next candidate when a branch is pruned or ends wrong.
+threshold (with `step_check`, steps the env's process verifier rejects are valued wrong_value), back up to
+the next candidate when a branch is pruned or ends wrong.
 
 Stops at the first acceptable terminal (verified correct when the verifier may be used, else valued at or
 above `threshold`), or after `max_expansions` expansions; the answer is the best terminal seen.
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from search.algorithms.common import SearchConfig, best_node, estimate, set_answer
+from search.algorithms.common import ProcessCheckConfig, best_node, estimate, set_answer
 from search.scheduler import Evaluate, Propose, Search, SearchContext
 
 
-class DFSConfig(SearchConfig):
+class DFSConfig(ProcessCheckConfig):
     expand_n: int = Field(4, ge=1, description="Steps proposed per expansion.")
     threshold: float = Field(0.0, description="Children valued below this are pruned (backtracking).")
     max_expansions: int = Field(32, ge=1, description="Expansion budget per problem.")
@@ -43,6 +44,6 @@ def dfs(ctx: SearchContext) -> Search:
         for c in kids:
             if c.terminal and estimate(c, cfg) < cfg.threshold:
                 seen.append(c)  # a wrong ending: recorded, not followed
-        good = [c for c in kids if estimate(c, cfg) >= cfg.threshold]
+        good = [c for c in kids if c.check is not False and estimate(c, cfg) >= cfg.threshold]
         stack.extend(sorted(good, key=lambda c: estimate(c, cfg)))  # best on top (stable for ties)
     set_answer(tree, best_node(seen, lambda n: (estimate(n, cfg),), cfg))

@@ -4,6 +4,9 @@ One simulation: select a leaf from the search root (virtual loss lets `parallel_
 round), expand it (`expand_n` proposed steps, identical ones merged), value it (value model, rollout, or
 the verifier for a terminal), back the value up (running mean, or the MCTS-DPO edge-reward form).
 Unvisited children are scored by their value-model estimate (`unvisited="value"`) or by the prior alone.
+With `step_check`, a step the env's process verifier rejects is a dead end: valued wrong_value, never
+expanded, and a rollout that reaches one stops there; a node whose children are all dead ends is expanded
+again.
 
 Modes: `full` runs `simulations` simulations from the root; `commit` (MCTS-DPO) runs `simulations` per
 root (`first_root_factor` × at the first), commits a child (by visits, or sampled from Q with a
@@ -20,7 +23,7 @@ from pydantic import Field
 
 from envs.errors import UserError
 from search.algorithms.common import (
-    SearchConfig,
+    ProcessCheckConfig,
     alphazero_w,
     backup_mcts_dpo,
     backup_mean,
@@ -37,7 +40,7 @@ from search.tree import Node
 _BIG = 1e9
 
 
-class MCTSConfig(SearchConfig):
+class MCTSConfig(ProcessCheckConfig):
     simulations: int = Field(32, ge=1, description="Simulations (full mode), or per root (commit mode).")
     mode: Literal["full", "commit"] = "full"
     first_root_factor: float = Field(4.0, ge=1, description="Commit mode: more simulations at the first root.")
@@ -98,6 +101,8 @@ class _MCTS:
     def unvisited_q(self, c: Node) -> float:
         if c.terminal and self.cfg.verifier and c.score is not None:
             return verdict_value(c, self.cfg)
+        if c.check is False:
+            return self.cfg.wrong_value
         if self.unvisited_value and c.value is not None:
             return c.value
         return self.cfg.fpu
@@ -117,14 +122,16 @@ class _MCTS:
         return q + w * prior * math.sqrt(n_parent) / (1 + n)
 
     def select(self, root: Node) -> list[Node]:
-        """Descend from `root` by the selection score to a leaf (unexpanded or terminal)."""
+        """Descend from `root` by the selection score to a leaf: unexpanded, terminal, or expanded with
+        every child rejected by the env's step check (it is expanded again: fresh samples may hold a
+        right step)."""
         kids_of = self.tree._kids
         path = [root]
         node = root
         expanded = self.expanded
         while not node.terminal and node.id in expanded:
             kids = kids_of[node.id]
-            if not kids:
+            if not kids or all(c.check is False for c in kids):
                 break
             best, best_s = kids[0], -math.inf
             for c in kids:
@@ -141,6 +148,8 @@ class _MCTS:
             if self.cfg.verifier and leaf.score is not None:
                 return verdict_value(leaf, self.cfg)
             return leaf.value if leaf.value is not None else 0.0
+        if leaf.check is False:
+            return self.cfg.wrong_value
         est = leaf.value if leaf.value is not None else prior_estimate(leaf)
         if rollout is None or self.lam == 0:
             return est
@@ -174,7 +183,8 @@ class _MCTS:
             while len(batch) < cfg.parallel_leaves and done + len(batch) < budget:
                 path = self.select(root)
                 leaf = path[-1]
-                if leaf.terminal and (cfg.verifier or leaf.value is not None or not self.use_value):
+                if leaf.check is False or (
+                        leaf.terminal and (cfg.verifier or leaf.value is not None or not self.use_value)):
                     self.backup(path, self.leaf_value(leaf, None))  # known value: no model needed
                     done += 1
                     continue
@@ -303,6 +313,9 @@ class _Rollouts:
                 if node.terminal:
                     self._done(lid, verdict_value(node, st.cfg))
                     break
+                if node.check is False:
+                    self._done(lid, st.cfg.wrong_value)
+                    break
                 if self.greedy and i in st.rollout_verdict:
                     self._done(lid, st.rollout_verdict[i])
                     break
@@ -323,6 +336,8 @@ class _Rollouts:
             for lid, step in zip(self.asked, res, strict=True):
                 if step.terminal:
                     self._done(lid, st.cfg.correct_value if (step.score or 0.0) >= 1.0 else st.cfg.wrong_value)
+                elif step.check is False:
+                    self._done(lid, st.cfg.wrong_value)
                 else:
                     self.off[lid].append(step.text)
             return
@@ -331,8 +346,11 @@ class _Rollouts:
                 st.greedy_next[self.cur[lid]] = ids[0]
             self.cur[lid] = ids[0]
             self.chain[lid].append(ids[0])
-            if tree._nodes[ids[0]].terminal:
-                self._done(lid, verdict_value(tree._nodes[ids[0]], st.cfg))
+            node = tree._nodes[ids[0]]
+            if node.terminal:
+                self._done(lid, verdict_value(node, st.cfg))
+            elif node.check is False:
+                self._done(lid, st.cfg.wrong_value)
 
 
 def mcts(ctx: SearchContext) -> Search:
