@@ -1,7 +1,8 @@
 """Look inside search trees: a rich rendering that fits 80 columns, and json/graphml/dot exports.
 
 `render_tree` draws one tree: each line is an elided step with its statistics right-aligned
-(N visits, Q mean value, V value-model estimate, P prior, ✓/✗ verifier verdict of terminals). The
+(N visits, Q mean value, V value-model estimate, P prior, ✓/✗ verifier verdict of terminals, ✗ also on
+a step the env's step check rejected when the search ran with `step_check`). The
 answer path is marked `▶` (and bold); steps of extracted preference pairs are marked `+` (chosen) and
 `-` (rejected); children with fewer than `min_visits` visits fold into one "… 3 more (N<2)" line and
 nodes below `depth` into a "… 12 nodes deeper" line, so a large tree stays readable.
@@ -44,7 +45,7 @@ def _num(x: float | None, fmt: str, width: int) -> str:
 
 def node_stats(node: Node, mark: str = "") -> str:
     """The fixed-width statistics column of one node."""
-    verdict = ("✓" if node.correct else "✗") if node.terminal else " "
+    verdict = ("✓" if node.correct else "✗") if node.terminal else ("✗" if node.check is False else " ")
     return (f"N={node.visits:<4d} Q={_num(node.q if node.visits else None, '+.2f', 5)} "
             f"V={_num(node.value, '+.2f', 5)} P={node.prior:4.2f} {verdict} {mark or ' '}")
 

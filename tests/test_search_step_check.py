@@ -84,6 +84,14 @@ def test_step_check_finds_more_answers_with_fewer_tokens_on_chain_sums():
     assert all(dead_ends_are_leaves(t) for t in check.trees)
 
 
+def test_commit_mode_never_commits_to_a_rejected_step():
+    probs = ENV.load("test", 20, seed=5)
+    r = run_search(ENV, probs, ScriptedPolicy(chain_sum_policy()), algo="mcts",
+                   config={"simulations": 8, "mode": "commit", "step_check": True}, seed=0)
+    assert all(t.node(i).check is not False for t in r.trees for i in t.stats["committed"])
+    assert r.stats["accuracy"] == 1.0
+
+
 @pytest.mark.parametrize("algo", ["greedy", "best_of_n"])
 def test_algorithms_without_a_dead_end_rule_reject_the_knob(algo):
     from envs.errors import UserError

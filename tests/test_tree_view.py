@@ -96,6 +96,17 @@ def test_show_everything_visible():
     assert "11-5=7 and a very" in text
 
 
+def test_rejected_steps_are_marked():
+    from selfimprove.tree_view import node_stats
+
+    t = hand_tree()
+    node = t.node(2)
+    before = render_text(t, min_visits=0).count("✗")
+    assert not node.terminal and "✗" not in node_stats(node)
+    node.check = False
+    assert "✗" in node_stats(node) and render_text(t, min_visits=0).count("✗") == before + 1
+
+
 def test_pair_marks_filters_by_tree():
     assert pair_marks(PAIRS, "t7") == {1: "+", 2: "-", 4: "+", 5: "-"}
     ranked = [{"kind": "list", "tree_id": "t7", "node_ids": [4, 6, 5]}]

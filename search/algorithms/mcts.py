@@ -237,7 +237,9 @@ class _MCTS:
                 done += 1
 
     def commit_child(self, root: Node) -> Node | None:
-        kids = [c for c in self.tree._kids[root.id] if c.visits] or self.tree._kids[root.id]
+        """The child commit mode continues from (never a step the env's check rejected, while any other)."""
+        kids = [c for c in self.tree._kids[root.id] if c.check is not False] or self.tree._kids[root.id]
+        kids = [c for c in kids if c.visits] or kids
         if not kids:
             return None
         if self.cfg.commit_by == "visits":
