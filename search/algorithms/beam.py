@@ -2,9 +2,9 @@
 
 Each round every beam proposes `expand_n` steps; the new non-terminal children are ranked by the value
 model (or, without one, by their own likelihood) and the best `beam_width` continue (with `step_check`,
-steps the env's process verifier rejects are dropped). Terminal children
-are collected; the search stops when `beam_width` of them are finished, when the verifier (if allowed)
-confirms one, or when no beam is left. The answer is the best finished node by value.
+steps the env's process verifier rejects are dropped). Terminal children are collected; the search stops
+when `beam_width` of them are finished, when the verifier (if allowed) confirms one, or when no beam is
+left. The answer is the best finished node by value.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def beam(ctx: SearchContext) -> Search:
         finished += terms
         if len(finished) >= cfg.beam_width or (cfg.verifier and any(t.correct for t in terms)):
             break
-        open_ = sorted((c for c in cands if not c.terminal and c.check is not False), key=lambda c: -estimate(c, cfg))
+        live = (c for c in cands if not c.terminal and c.check is not False)
+        open_ = sorted(live, key=lambda c: -estimate(c, cfg))
         beams = open_[:cfg.beam_width]
     set_answer(tree, best_node(finished, lambda n: (estimate(n, cfg),), cfg))
