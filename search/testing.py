@@ -125,6 +125,19 @@ class ScriptedValue(ValueModel):
         return out
 
 
+# --- a one-problem case small enough to check by hand ----------------------------------------------
+
+# "5+7": the likeliest first step forgets the carry ("5+7=2"), "5+7=13" is a slip, "5+7=12" is right;
+# each then only states its answer. CARRY_VALUES is a value table that ranks them right.
+CARRY_PROBLEM = Problem(id="p", prompt="5+7", answer="12")
+_CQ = "Q: 5+7\n"
+CARRY_SCRIPT = {_CQ: [cand("5+7=2", math.log(0.5)), cand("5+7=12", math.log(0.3)), cand("5+7=13", math.log(0.2))],
+                _CQ + "5+7=2\n": [cand("A: 2")], _CQ + "5+7=12\n": [cand("A: 12")],
+                _CQ + "5+7=13\n": [cand("A: 13")]}
+CARRY_VALUES = {_CQ: 0.0, _CQ + "5+7=2\n": -0.5, _CQ + "5+7=12\n": 0.8, _CQ + "5+7=13\n": 0.1,
+                _CQ + "5+7=2\nA: 2\n": -0.6, _CQ + "5+7=12\nA: 12\n": 0.9, _CQ + "5+7=13\nA: 13\n": 0.2}
+
+
 # --- the toy chain-sum task -------------------------------------------------------------------------
 
 

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from envs.types import Problem
 from search.algorithms.common import vote
 from search.api import run_search
-from search.testing import ScriptedPolicy, ScriptedValue, ToyEnv, cand, chain_sum_policy, chain_sum_value
+from search.testing import (
+    CARRY_PROBLEM,
+    CARRY_SCRIPT,
+    CARRY_VALUES,
+    ScriptedPolicy,
+    ScriptedValue,
+    ToyEnv,
+    chain_sum_policy,
+    chain_sum_value,
+)
 from search.tree import Tree
 
 ENV = ToyEnv()
-P = Problem(id="p", prompt="5+7", answer="12")
+P, SCRIPT, VALUES = CARRY_PROBLEM, CARRY_SCRIPT, CARRY_VALUES
 Q = "Q: 5+7\n"
-# Greedy takes the likelier "5+7=2" (forgotten carry) and answers 2; "5+7=12" leads to the right answer.
-SCRIPT = {Q: [cand("5+7=2", math.log(0.5)), cand("5+7=12", math.log(0.3)), cand("5+7=13", math.log(0.2))],
-          Q + "5+7=2\n": [cand("A: 2")], Q + "5+7=12\n": [cand("A: 12")], Q + "5+7=13\n": [cand("A: 13")]}
-VALUES = {Q: 0.0, Q + "5+7=2\n": -0.5, Q + "5+7=12\n": 0.8, Q + "5+7=13\n": 0.1,
-          Q + "5+7=2\nA: 2\n": -0.6, Q + "5+7=12\nA: 12\n": 0.9, Q + "5+7=13\nA: 13\n": 0.2}
 
 
 def run(algo, value=True, **cfg):

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from envs.types import Problem
+from search import testing
 from search.api import run_search
-from search.testing import ScriptedPolicy, ScriptedValue, ToyEnv, cand, chain_sum_policy
+from search.testing import ScriptedPolicy, ScriptedValue, ToyEnv, chain_sum_policy
 
 ENV = ToyEnv()
-P = Problem(id="p", prompt="5+7", answer="12")
+P, SCRIPT, VALUES = testing.CARRY_PROBLEM, testing.CARRY_SCRIPT, testing.CARRY_VALUES
 Q = "Q: 5+7\n"
-# The likeliest first step forgets the carry ("5+7=2"); "5+7=13" is a slip; "5+7=12" is right.
-SCRIPT = {Q: [cand("5+7=2", math.log(0.5)), cand("5+7=12", math.log(0.3)), cand("5+7=13", math.log(0.2))],
-          Q + "5+7=2\n": [cand("A: 2")], Q + "5+7=12\n": [cand("A: 12")], Q + "5+7=13\n": [cand("A: 13")]}
-VALUES = {Q: 0.0, Q + "5+7=2\n": -0.5, Q + "5+7=12\n": 0.8, Q + "5+7=13\n": 0.1,
-          Q + "5+7=2\nA: 2\n": -0.6, Q + "5+7=12\nA: 12\n": 0.9, Q + "5+7=13\nA: 13\n": 0.2}
 
 
 def dead_ends_are_leaves(tree) -> bool:

@@ -129,9 +129,10 @@ class _MCTS:
         path = [root]
         node = root
         expanded = self.expanded
+        step_check = self.cfg.step_check
         while not node.terminal and node.id in expanded:
             kids = kids_of[node.id]
-            if not kids or all(c.check is False for c in kids):
+            if not kids or (step_check and all(c.check is False for c in kids)):
                 break
             best, best_s = kids[0], -math.inf
             for c in kids:
