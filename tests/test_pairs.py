@@ -125,6 +125,20 @@ def test_outcome(trees):
     assert len(capped) == 2
 
 
+def test_sampled_pairs_do_not_depend_on_tree_ids(trees):
+    # Tree ids hash the policy checkpoint path (which holds the run's name); the same trees under other
+    # ids must give the same sampled pairs.
+    import copy
+
+    renamed = [copy.deepcopy(t) for t in trees]
+    for t in renamed:
+        t.id = "renamed-" + t.id
+    cfg = {"max_pairs_per_tree": 2}
+    pick = lambda recs: [(r.prefix_node, r.chosen_node, r.rejected_node) for r in recs]  # noqa: E731
+    for seed in range(4):
+        assert pick(extract(trees, "outcome", cfg, seed=seed)[0]) == pick(extract(renamed, "outcome", cfg, seed=seed)[0])
+
+
 def test_dedup_across_trees_and_delimiter(trees):
     a, _ = trees
     copy = read_trees(FIX)[0]

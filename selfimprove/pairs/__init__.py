@@ -47,7 +47,9 @@ def extract(trees: Iterable[Tree], strategy: str = "q-gap", config: StrategyConf
     n_trees = dups = 0
     for tree in trees:
         n_trees += 1
-        for rec in fn(tree, cfg, random.Random(f"{seed}:{tree.id}")):
+        # Sampling is seeded by the problem, not the tree id: ids hash the checkpoint path, which holds the
+        # run's name, and renaming a run must not change its pairs.
+        for rec in fn(tree, cfg, random.Random(f"{seed}:{tree.problem.id}")):
             if rec.key in seen:
                 dups += 1
                 continue
