@@ -34,7 +34,7 @@ from search.algorithms.common import (
     terminals_below,
     verdict_value,
 )
-from search.scheduler import Evaluate, Extend, Propose, Search, SearchContext
+from search.scheduler import Evaluate, Extend, Propose, RolloutStep, Search, SearchContext
 from search.tree import Node
 
 _BIG = 1e9
@@ -296,6 +296,13 @@ class _Rollouts:
             leaf.id: st.tree.steps(leaf.id) for leaf in leaves}
         self.asked: list[int] = []
 
+    def _ending(self, x: Node | RolloutStep) -> float | None:
+        """The rollout's verdict if it ends at `x` (a tree node or an off-tree step): a terminal's verdict,
+        wrong_value at a step the env's check rejected; None while it goes on."""
+        if x.terminal:
+            return verdict_value(x, self.st.cfg)
+        return self.st.cfg.wrong_value if x.check is False else None
+
     def _done(self, lid: int, v: float) -> None:
         self.verdicts[lid] = v
         if self.keep and self.greedy:
@@ -312,12 +319,9 @@ class _Rollouts:
         for lid in list(self.cur):  # walk what is already known without asking the model
             i = self.cur[lid]
             while True:
-                node = tree._nodes[i]
-                if node.terminal:
-                    self._done(lid, verdict_value(node, st.cfg))
-                    break
-                if node.check is False:
-                    self._done(lid, st.cfg.wrong_value)
+                v = self._ending(tree._nodes[i])
+                if v is not None:
+                    self._done(lid, v)
                     break
                 if self.greedy and i in st.rollout_verdict:
                     self._done(lid, st.rollout_verdict[i])
@@ -337,10 +341,9 @@ class _Rollouts:
         st, tree = self.st, self.st.tree
         if not self.keep:
             for lid, step in zip(self.asked, res, strict=True):
-                if step.terminal:
-                    self._done(lid, st.cfg.correct_value if (step.score or 0.0) >= 1.0 else st.cfg.wrong_value)
-                elif step.check is False:
-                    self._done(lid, st.cfg.wrong_value)
+                v = self._ending(step)
+                if v is not None:
+                    self._done(lid, v)
                 else:
                     self.off[lid].append(step.text)
             return
@@ -349,11 +352,9 @@ class _Rollouts:
                 st.greedy_next[self.cur[lid]] = ids[0]
             self.cur[lid] = ids[0]
             self.chain[lid].append(ids[0])
-            node = tree._nodes[ids[0]]
-            if node.terminal:
-                self._done(lid, verdict_value(node, st.cfg))
-            elif node.check is False:
-                self._done(lid, st.cfg.wrong_value)
+            v = self._ending(tree._nodes[ids[0]])
+            if v is not None:
+                self._done(lid, v)
 
 
 def mcts(ctx: SearchContext) -> Search:
