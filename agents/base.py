@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FinishReason = Literal["stop", "length", "eos"]
+# The longest step a backend generates unless told otherwise; search's config defaults to it too.
+MAX_STEP_TOKENS = 48
 
 
 @dataclass(slots=True)
@@ -91,7 +93,7 @@ class Policy(ABC):
         stop: Sequence[str] = ("\n",),
         temperature: float = 1.0,
         top_p: float = 1.0,
-        max_step_tokens: int = 64,
+        max_step_tokens: int = MAX_STEP_TOKENS,
         seed: int | Sequence[int] | None = None,
     ) -> list[list[Sample]]:
         """`n` samples per prefix: result[i][j] is sample j of prefixes[i]. temperature 0 = greedy.

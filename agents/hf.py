@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from agents.base import Policy, Sample, check_propose_args, prefix_seeds, split_continuations
+from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
 from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
 
 # score(): cap on batch × length × vocab logits held at once (floats).
@@ -95,7 +95,7 @@ class HFPolicy(Policy):
 
     # --- propose ------------------------------------------------------------------------------------
     def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
-                temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = 64,
+                temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = MAX_STEP_TOKENS,
                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """`n` samples per prefix (see Policy.propose).
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.base import Policy, Sample, check_propose_args, prefix_seeds, split_continuations
+from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
 from agents.hf import _row_seed
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
@@ -112,7 +112,7 @@ class VLLMPolicy(Policy):
 
     # --- Policy -----------------------------------------------------------------------------------------
     def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
-                temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = 64,
+                temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = MAX_STEP_TOKENS,
                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token."""
         from vllm import SamplingParams

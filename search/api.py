@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +12,11 @@ from pydantic import BaseModel
 
 from envs.base import Environment
 from envs.types import Problem
+from search.context import SearchContext
 from search.registry import get_algorithm, make_config
-from search.scheduler import Scheduler, SearchContext
+from search.scheduler import Scheduler
 from search.tree import Tree
+from search.types import Policy, ValueModel
 
 
 @dataclass
@@ -32,8 +34,8 @@ def tree_score(tree: Tree) -> float:
     return float(tree.node(tree.answer_node).score or 0.0)
 
 
-def run_search(env: Environment, problems: Sequence[Problem], policy: Any, value_model: Any = None, *,
-               algo: str = "mcts", config: dict[str, Any] | BaseModel | None = None, seed: int = 0,
+def run_search(env: Environment, problems: Sequence[Problem], policy: Policy, value_model: ValueModel | None = None,
+               *, algo: str = "mcts", config: Mapping[str, Any] | BaseModel | None = None, seed: int = 0,
                max_batch: int = 256, checkpoint: str | None = None,
                progress: Callable[[int, int], None] | None = None,
                max_active: int | None = None) -> SearchResult:
@@ -50,7 +52,8 @@ def run_search(env: Environment, problems: Sequence[Problem], policy: Any, value
     trees = []
     for i, p in enumerate(problems):
         tid = hashlib.sha1(f"{p.id}|{algo}|{seed}|{i}|{checkpoint}".encode()).hexdigest()[:12]
-        tree = Tree(p, config=dump, checkpoint=checkpoint, tree_id=tid, prompt=env.prompt(p))
+        tree = Tree(p, config=dump, checkpoint=checkpoint, tree_id=tid, prompt=env.prompt(p),
+                    delimiter=env.step_delimiter)
         ctx = SearchContext(i, p, tree, env, cfg, seed=seed, has_value=value_model is not None,
                             checkpoint=checkpoint)
         trees.append(tree)

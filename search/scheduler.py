@@ -18,66 +18,16 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
+from agents.base import MAX_STEP_TOKENS, Sample
 from envs.base import Environment
-from envs.types import Problem
-from search.tree import Node, Tree
+from search.context import SearchContext
+from search.tree import Node
+from search.types import Evaluate, Extend, Policy, Propose, Request, RolloutStep, Search, ValueModel
 
-# --- requests ---------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Propose:
-    """Sample `n` next steps for each node and add them to the tree as children (identical siblings merge).
-
-    Result: for each node, the child id each of the `n` samples landed on (ids repeat when samples merged).
-    """
-
-    node_ids: list[int]
-    n: int = 1
-    temperature: float = 1.0
-
-
-@dataclass(slots=True)
-class Extend:
-    """Sample one next step after each off-tree path of steps (rollouts); the tree is not touched.
-
-    Result: one `RolloutStep` per path.
-    """
-
-    paths: list[list[str]]
-    temperature: float = 0.0
-
-
-@dataclass(slots=True)
-class Evaluate:
-    """Value-model estimates of the prefixes ending at these nodes; also stored as `node.value`.
-
-    Result: one float per node.
-    """
-
-    node_ids: list[int]
-
-
-@dataclass(slots=True)
-class RolloutStep:
-    text: str
-    num_tokens: int
-    terminal: bool
-    score: float | None = None
-    answer: str | None = None
-    check: bool | None = None
-
-
-Request = Propose | Extend | Evaluate
-Search = Generator[list[Request], list[Any], None]
-
-# --- per-problem state ------------------------------------------------------------------------------
+# --- seeds --------------------------------------------------------------------------------------------
 
 
 def mix_seed(*parts: int) -> int:
@@ -93,72 +43,9 @@ def mix_seed(*parts: int) -> int:
     return x & 0x7FFFFFFF
 
 
-class SearchContext:
-    """What an algorithm sees of its problem: the tree, the env, its config, budgets, and a seeded rng.
-
-    Plain attributes only (read in the hot path). `tokens` and `simulations` are what the problem used;
-    `out_of_budget()` says when the token or wall-time budget is spent (the current round may overshoot
-    by the tokens it already asked for).
-    """
-
-    __slots__ = (
-        "_rng",
-        "checkpoint",
-        "config",
-        "env",
-        "has_value",
-        "index",
-        "log_mass",
-        "max_depth",
-        "prior_alpha",
-        "problem",
-        "round",
-        "seed",
-        "simulations",
-        "start",
-        "step_check",
-        "token_budget",
-        "tokens",
-        "tree",
-        "wall_budget_s",
-    )
-
-    def __init__(self, index: int, problem: Problem, tree: Tree, env: Environment, config: Any, *,
-                 seed: int = 0, has_value: bool = False, checkpoint: str | None = None):
-        self.index = index
-        self.problem = problem
-        self.tree = tree
-        self.env = env
-        self.config = config
-        self.seed = seed
-        self.has_value = has_value
-        self.checkpoint = checkpoint
-        self._rng: np.random.Generator | None = None
-        self.max_depth = int(getattr(config, "max_depth", 16))
-        self.prior_alpha = float(getattr(config, "prior_alpha", 1.0))
-        self.token_budget = getattr(config, "token_budget", None)
-        self.wall_budget_s = getattr(config, "wall_budget_s", None)
-        self.step_check = bool(getattr(config, "step_check", False))
-        self.tokens = 0
-        self.simulations = 0
-        self.round = 0
-        self.start = time.perf_counter()
-        self.log_mass: dict[int, float] = {}  # unnormalised log prior mass per child (merged duplicates summed)
-
-    @property
-    def rng(self) -> np.random.Generator:
-        """numpy Generator seeded from (search seed, problem index); made on first use (it costs ~0.3 ms)."""
-        if self._rng is None:
-            self._rng = np.random.default_rng([self.seed, self.index])
-        return self._rng
-
-    def out_of_budget(self) -> bool:
-        if self.token_budget is not None and self.tokens >= self.token_budget:
-            return True
-        return self.wall_budget_s is not None and time.perf_counter() - self.start >= self.wall_budget_s
-
-
 _PENDING = object()
+# Something to score once the phase's samples are in: ((its search, the new terminal node or rollout step), steps).
+_Scored = tuple[tuple[SearchContext, Node | RolloutStep], list[str]]
 
 
 class _Job:
@@ -179,9 +66,9 @@ class _Job:
 class Scheduler:
     """Drives searches (`(SearchContext, generator)` pairs) to completion with merged, chunked model calls."""
 
-    def __init__(self, env: Environment, policy: Any, value_model: Any = None, *, max_batch: int = 256,
-                 max_active: int | None = None, max_step_tokens: int = 64, top_p: float = 1.0,
-                 progress: Callable[[int, int], None] | None = None):
+    def __init__(self, env: Environment, policy: Policy, value_model: ValueModel | None = None, *,
+                 max_batch: int = 256, max_active: int | None = None, max_step_tokens: int = MAX_STEP_TOKENS,
+                 top_p: float = 1.0, progress: Callable[[int, int], None] | None = None):
         self.env = env
         self.policy = policy
         self.value_model = value_model
@@ -237,7 +124,7 @@ class Scheduler:
     def _advance(self, job: _Job, send: list[Any] | None) -> None:
         try:
             while True:
-                reqs = job.gen.send(send)
+                reqs = next(job.gen) if send is None else job.gen.send(send)
                 job.ctx.round += 1
                 if reqs:
                     break
@@ -298,13 +185,13 @@ class Scheduler:
                 for (_, _, job, ri, k), samples in zip(chunk, outs, strict=True):
                     job.results[ri][k] = samples
         # Turn samples into tree nodes / rollout steps; collect everything to score in one call.
-        to_score: list[tuple[Any, list[str]]] = []
+        to_score: list[_Scored] = []
         for job, ri in served:
             req, res = job.reqs[ri], job.results[ri]
             if isinstance(req, Propose):
                 job.results[ri] = [self._expand(job.ctx, nid, samples, to_score)
                                    for nid, samples in zip(req.node_ids, res, strict=True)]
-            else:
+            elif isinstance(req, Extend):
                 job.results[ri] = [self._rollout_step(job.ctx, path, samples[0], to_score)
                                    for path, samples in zip(req.paths, res, strict=True)]
             job.todo -= 1
@@ -319,7 +206,7 @@ class Scheduler:
             self.stats["score_s"] += time.perf_counter() - t0
         return True
 
-    def _propose(self, prefixes: list[str], n: int, temperature: float, seeds: list[int]) -> list[list[Any]]:
+    def _propose(self, prefixes: list[str], n: int, temperature: float, seeds: list[int]) -> list[list[Sample]]:
         # One seed per prefix, derived from (search seed, problem, the problem's request count, item): the
         # tree does not depend on batch-mates, and a prefix sampled again later gets fresh samples.
         t0 = time.perf_counter()
@@ -330,11 +217,12 @@ class Scheduler:
         self.stats["policy_sequences"] += len(prefixes) * n
         return out
 
-    def _expand(self, ctx: SearchContext, node_id: int, samples: list[Any], to_score: list) -> list[int]:
+    def _expand(self, ctx: SearchContext, node_id: int, samples: list[Sample], to_score: list[_Scored]
+                ) -> list[int]:
         """Add the samples under `node_id` (merging identical steps), renormalise priors; child id per sample."""
         tree = ctx.tree
-        parent = tree._nodes[node_id]
-        kids = tree._kids[node_id]
+        parent = tree.node(node_id)
+        kids = tree.children(node_id)
         by_text = {c.step: c for c in kids}
         log_mass = ctx.log_mass
         alpha = ctx.prior_alpha
@@ -375,7 +263,8 @@ class Scheduler:
                 c.prior = wi / z
         return out
 
-    def _rollout_step(self, ctx: SearchContext, path: list[str], sample: Any, to_score: list) -> RolloutStep:
+    def _rollout_step(self, ctx: SearchContext, path: list[str], sample: Sample, to_score: list[_Scored]
+                      ) -> RolloutStep:
         ntok = len(sample.token_ids)
         ctx.tokens += ntok
         steps = [*path, sample.text]
@@ -399,14 +288,17 @@ class Scheduler:
                 if isinstance(req, Evaluate) and job.results[ri] is _PENDING:
                     job.results[ri] = [0.0] * len(req.node_ids)
                     for k, i in enumerate(req.node_ids):
-                        node = ctx.tree._nodes[i]
+                        node = ctx.tree.node(i)
                         bucket.append((env.render(ctx.problem, ctx.tree.steps(i)), node, job, ri, k))
                     job.todo -= 1
                     served = True
+        vm = self.value_model
         for lo in range(0, len(bucket), self.max_batch):
+            if vm is None:  # _advance turned such searches away already
+                raise ValueError("search asked for values but no value model was given")
             chunk = bucket[lo:lo + self.max_batch]
             t0 = time.perf_counter()
-            values = self.value_model.value([c[0] for c in chunk])
+            values = vm.value([c[0] for c in chunk])
             self.stats["model_s"] += time.perf_counter() - t0
             self.stats["value_calls"] += 1
             self.stats["value_sequences"] += len(chunk)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.base import Policy, Sample, ValueModel
+from agents.base import MAX_STEP_TOKENS, FinishReason, Policy, Sample, ValueModel
 from envs.base import EnvConfig, Environment, Split
 from envs.types import Problem
 from search.scheduler import mix_seed
@@ -32,14 +32,14 @@ class Candidate:
 
     text: str
     token_logprobs: tuple[float, ...]
-    finish_reason: str = "stop"
+    finish_reason: FinishReason = "stop"
 
     @property
     def logprob(self) -> float:
         return sum(self.token_logprobs)
 
 
-def cand(text: str, logprob: float = 0.0, tokens: int | None = None, finish: str = "stop") -> Candidate:
+def cand(text: str, logprob: float = 0.0, tokens: int | None = None, finish: FinishReason = "stop") -> Candidate:
     """A candidate whose total `logprob` is spread evenly over `tokens` tokens (default: one per char)."""
     k = max(1, len(text) if tokens is None else tokens)
     return Candidate(text, (logprob / k,) * k, finish)
@@ -70,7 +70,7 @@ class ScriptedPolicy(Policy):
             return self.default
         raise KeyError(f"scripted policy has no entry for prefix {prefix!r}")
 
-    def propose(self, prefixes, n=1, *, stop=("\n",), temperature=1.0, top_p=1.0, max_step_tokens=64,
+    def propose(self, prefixes, n=1, *, stop=("\n",), temperature=1.0, top_p=1.0, max_step_tokens=MAX_STEP_TOKENS,
                 seed=None):
         self.calls.append({"batch": len(prefixes), "n": n, "temperature": temperature})
         if self.delay_s or self.delay_per_seq_s:
@@ -119,9 +119,10 @@ class ScriptedValue(ValueModel):
             return [float(self.script(p)) for p in prefixes]
         out = []
         for p in prefixes:
-            if p not in self.script and self.default is None:
+            v = self.script.get(p, self.default)
+            if v is None:
                 raise KeyError(f"scripted value has no entry for prefix {p!r}")
-            out.append(float(self.script.get(p, self.default)))
+            out.append(float(v))
         return out
 
 

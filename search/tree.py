@@ -1,7 +1,10 @@
-"""Search trees: a `networkx.DiGraph` whose nodes carry a typed `Node` record, and their JSON form.
+"""Search trees: typed `Node` records in one store (node and child lists by id), and their JSON form.
 
 Node 0 is the root (the problem prompt, no step). Each other node is one step appended to its
-parent's path. Children keep insertion order. One tree serialises to one JSON object (one line of
+parent's path; ids are creation order, so a parent's id is below its children's. Children keep
+insertion order. The tree records the prompt its steps follow and the step delimiter that joins them, so
+the text of any prefix is the tree's to give. A `networkx.DiGraph` view is built on demand
+(`to_networkx`) for export and analysis. One tree serialises to one JSON object (one line of
 ``trees.jsonl``) tagged with SCHEMA_VERSION, the problem, the search config and the policy checkpoint.
 """
 
@@ -12,15 +15,17 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from envs.errors import UserError
 from envs.io import atomic_write_text, iter_jsonl
 from envs.types import SCHEMA_VERSION, Problem
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 ROOT = 0
+DELIMITER = "\n"  # the step delimiter of trees written before trees recorded theirs
 
 
 @dataclass(slots=True)
@@ -73,21 +78,24 @@ _NODE_FIELDS = {f.name for f in fields(Node)} - {"virtual_loss"}
 
 
 class Tree:
-    """A search tree over steps for one problem."""
+    """A search tree over steps for one problem.
+
+    One store: `_nodes[i]` is node i, `_kids[i]` its children in insertion order. Everything outside
+    this module goes through the methods below (the search hot path included: they are list lookups).
+    """
 
     def __init__(self, problem: Problem, *, config: dict[str, Any] | None = None,
-                 checkpoint: str | None = None, tree_id: str | None = None, prompt: str | None = None):
-        self.graph = nx.DiGraph()
+                 checkpoint: str | None = None, tree_id: str | None = None, prompt: str | None = None,
+                 delimiter: str = DELIMITER):
         self.problem = problem
         self.prompt = prompt if prompt is not None else problem.prompt  # rendered text before step 1
+        self.delimiter = delimiter           # what follows every step in the rendered text (the env's)
         self.config = dict(config or {})
         self.checkpoint = checkpoint
         self.id = tree_id or uuid.uuid4().hex[:12]
         self.answer: str | None = None       # the answer the search algorithm chose
         self.answer_node: int | None = None  # the terminal node it came from, when there is one
         self.stats: dict[str, Any] = {}      # budgets used: tokens, simulations, wall time
-        self._next_id = 0
-        # Fast access for the search hot path (ids are 0..len-1): node records and child lists by id.
         self._nodes: list[Node] = []
         self._kids: list[list[Node]] = []
         self.add_node(None, checkpoint=checkpoint)
@@ -95,13 +103,10 @@ class Tree:
     # --- building -------------------------------------------------------------------------------
     def add_node(self, parent: int | None, **attrs: Any) -> Node:
         depth = 0 if parent is None else self._nodes[parent].depth + 1
-        node = Node(id=self._next_id, parent=parent, depth=depth, **attrs)
-        self._next_id += 1
-        self.graph.add_node(node.id, node=node)
+        node = Node(id=len(self._nodes), parent=parent, depth=depth, **attrs)
         self._nodes.append(node)
         self._kids.append([])
         if parent is not None:
-            self.graph.add_edge(parent, node.id)
             self._kids[parent].append(node)
         return node
 
@@ -110,14 +115,15 @@ class Tree:
 
     # --- navigation -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return self.graph.number_of_nodes()
+        return len(self._nodes)
 
     def __iter__(self) -> Iterator[Node]:
+        """Every node, in id (creation) order."""
         return iter(self._nodes)
 
     @property
     def root(self) -> Node:
-        return self.graph.nodes[ROOT]["node"]
+        return self._nodes[ROOT]
 
     def node(self, i: int) -> Node:
         return self._nodes[i]
@@ -127,12 +133,12 @@ class Tree:
         return self._kids[i]
 
     def parent(self, i: int) -> Node | None:
-        p = self.node(i).parent
-        return None if p is None else self.node(p)
+        p = self._nodes[i].parent
+        return None if p is None else self._nodes[p]
 
     def siblings(self, i: int) -> list[Node]:
-        p = self.node(i).parent
-        return [] if p is None else [c for c in self.children(p) if c.id != i]
+        p = self._nodes[i].parent
+        return [] if p is None else [c for c in self._kids[p] if c.id != i]
 
     def path(self, i: int) -> list[Node]:
         """Nodes from the root to `i`, both included."""
@@ -152,7 +158,7 @@ class Tree:
         return [n for n in self._nodes if not self._kids[n.id]]
 
     def terminals(self) -> list[Node]:
-        return [n for n in self if n.terminal]
+        return [n for n in self._nodes if n.terminal]
 
     def best_path(self, by: str = "visits") -> list[Node]:
         """Greedy descent from the root picking the child with most visits (ties: higher Q), or by "q".
@@ -162,7 +168,7 @@ class Tree:
         key = (lambda c: (c.visits, c.q)) if by == "visits" else (lambda c: (c.q, c.visits))
         path = [self.root]
         while True:
-            kids = self.children(path[-1].id)
+            kids = self._kids[path[-1].id]
             if not kids:
                 return path
             path.append(max(kids, key=key))
@@ -171,11 +177,35 @@ class Tree:
         """Path to the chosen answer node, or the best path when no node was chosen."""
         return self.path(self.answer_node) if self.answer_node is not None else self.best_path()
 
-    def path_text(self, i: int, sep: str = "\n") -> str:
-        return sep.join(self.steps(i))
+    # --- text -----------------------------------------------------------------------------------
+    def path_text(self, i: int, sep: str | None = None) -> str:
+        """The steps to `i` joined by `sep` (default: the tree's delimiter), nothing after the last."""
+        return (self.delimiter if sep is None else sep).join(self.steps(i))
 
+    def steps_text(self, steps: Iterable[str]) -> str:
+        """Steps as the policy reads and writes them: each followed by the tree's delimiter."""
+        d = self.delimiter
+        return "".join(s + d for s in steps)
+
+    def prefix_text(self, i: int) -> str:
+        """The full text before the next step after `i`: the prompt, then each step + delimiter."""
+        return self.prompt + self.steps_text(self.steps(i))
+
+    # --- subtrees -------------------------------------------------------------------------------
     def subtree(self, i: int) -> list[Node]:
-        return [self.node(j) for j in nx.dfs_preorder_nodes(self.graph, i)]
+        """`i` and every node below it, depth-first in preorder (children in insertion order)."""
+        kids = self._kids
+        out: list[Node] = []
+        stack = [self._nodes[i]]
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            stack.extend(reversed(kids[node.id]))
+        return out
+
+    def terminals_below(self, i: int) -> list[Node]:
+        """Terminal nodes in the subtree of `i` (inclusive), in id order."""
+        return sorted((n for n in self.subtree(i) if n.terminal), key=lambda n: n.id)
 
     def subtree_stats(self, i: int) -> dict[str, Any]:
         """Counts below `i` (inclusive): nodes, terminals, correct terminals, max depth, best score."""
@@ -189,19 +219,51 @@ class Tree:
             "best_score": max((n.score or 0.0 for n in terms), default=None),
         }
 
-    # --- serialisation --------------------------------------------------------------------------
+    def outcome_counts(self) -> dict[int, tuple[int, int]]:
+        """(terminals, correct terminals) in each node's subtree, for every node, in one bottom-up pass."""
+        counts: dict[int, tuple[int, int]] = {}
+        kids = self._kids
+        for n in reversed(self.subtree(ROOT)):  # reversed preorder: every node after all its descendants
+            t, c = (1, int(n.correct)) if n.terminal else (0, 0)
+            for child in kids[n.id]:
+                ct, cc = counts[child.id]
+                t, c = t + ct, c + cc
+            counts[n.id] = (t, c)
+        return counts
+
+    # --- views and serialisation ----------------------------------------------------------------
+    def edges(self) -> list[tuple[int, int]]:
+        """(parent, child) id pairs: each node's children in insertion order, nodes in id order."""
+        return [(n.id, c.id) for n in self._nodes for c in self._kids[n.id]]
+
+    def to_networkx(self, *, missing: Any = None) -> nx.DiGraph:
+        """A `networkx.DiGraph` copy, built on demand: node attributes are the node's JSON fields plus
+        `q`; graph attributes the tree id, problem id and answer; None values become `missing` (GraphML
+        has no null: pass ""). Later changes to the tree do not show."""
+        import networkx as nx
+
+        def put(attrs: dict[str, Any]) -> dict[str, Any]:
+            return {k: missing if v is None else v for k, v in attrs.items()}
+
+        g = nx.DiGraph(**put({"tree_id": self.id, "problem_id": self.problem.id, "answer": self.answer}))
+        for node in self._nodes:
+            g.add_node(node.id, **put({**node.to_json(), "q": node.q}))
+        g.add_edges_from(self.edges())
+        return g
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA_VERSION,
             "id": self.id,
             "problem": self.problem.model_dump(mode="json"),
             "prompt": self.prompt,
+            "delimiter": self.delimiter,
             "config": self.config,
             "checkpoint": self.checkpoint,
             "answer": self.answer,
             "answer_node": self.answer_node,
             "stats": self.stats,
-            "nodes": [n.to_json() for n in self],
+            "nodes": [n.to_json() for n in self._nodes],
         }
 
     @classmethod
@@ -210,21 +272,19 @@ class Tree:
             raise UserError(f"{source}: schema '{d.get('schema')}' is not '{SCHEMA_VERSION}'")
         try:
             tree = cls(Problem(**d["problem"]), config=d.get("config"), checkpoint=d.get("checkpoint"),
-                       tree_id=d["id"], prompt=d.get("prompt"))
-            tree.graph.clear()
+                       tree_id=d["id"], prompt=d.get("prompt"), delimiter=d.get("delimiter", DELIMITER))
             nodes = sorted((Node(**{k: v for k, v in nd.items() if k in _NODE_FIELDS}) for nd in d["nodes"]),
                            key=lambda n: n.id)
             if [n.id for n in nodes] != list(range(len(nodes))):
                 raise ValueError("node ids must be 0..n-1")
-            tree._nodes = nodes
-            tree._kids = [[] for _ in nodes]
-            for node in nodes:
-                tree.graph.add_node(node.id, node=node)
-            for node in nodes:
-                if node.parent is not None:
-                    tree.graph.add_edge(node.parent, node.id)
-                    tree._kids[node.parent].append(node)
-            tree._next_id = len(nodes)
+            if not nodes or nodes[0].parent is not None:
+                raise ValueError("node 0 must be the root (no parent)")
+            kids: list[list[Node]] = [[] for _ in nodes]
+            for node in nodes[1:]:
+                if node.parent is None or not 0 <= node.parent < node.id:
+                    raise ValueError(f"node {node.id}: its parent must be an earlier node")
+                kids[node.parent].append(node)
+            tree._nodes, tree._kids = nodes, kids
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise UserError(f"{source}: malformed tree ({type(e).__name__}: {e})") from None
         tree.answer = d.get("answer")

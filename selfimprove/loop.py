@@ -195,12 +195,12 @@ class Loop:
         if self.cfg.train.loss == "sft":
             from selfimprove.train_sft import verified_solutions
 
-            records = verified_solutions(trees, self.env.step_delimiter, iteration=i)
+            records = verified_solutions(trees, iteration=i)
             atomic_write_jsonl(self.run.pairs(i), records)
             return {"strategy": "verified-solutions", "count": len(records)}
         from selfimprove.pairs import STRATEGIES, extract, write_records
 
-        config = {"delimiter": self.env.step_delimiter, **self.cfg.pairs.config}
+        config = dict(self.cfg.pairs.config)
         if "env" in STRATEGIES[self.cfg.pairs.strategy].config.model_fields and "env" not in config:
             config.update(env=self.cfg.env.name, knobs=dict(self.cfg.env.knobs))  # a process verifier's env
         records, stats = extract(trees, self.cfg.pairs.strategy, config, iteration=i,
@@ -220,7 +220,7 @@ class Loop:
             metrics = self.run.write_dir(self.run.value(i), lambda tmp: train_value(
                 trees, str(tmp), init_from=str(init), epochs=v.training.epochs, lr=v.training.lr,
                 seed=stage_seed(self.cfg.seed, i, "value"), heldout_fraction=v.training.heldout_fraction,
-                delimiter=self.env.step_delimiter, progress=self._cb()))
+                progress=self._cb()))
         except UserError as e:  # e.g. no terminal nodes to learn from: keep the previous value model
             return {"skipped": str(e), "auroc": None}
         metrics = _jsonable(metrics)

@@ -16,15 +16,16 @@ from envs.io import read_jsonl
 from search.tree import Tree
 
 
-def verified_solutions(trees: Iterable[Tree], delimiter: str = "\n", *, iteration: int = 0) -> list[dict]:
-    """One record per distinct verified-correct solution in each tree: prompt, completion (steps)."""
+def verified_solutions(trees: Iterable[Tree], *, iteration: int = 0) -> list[dict]:
+    """One record per distinct verified-correct solution in each tree: prompt, completion (steps, each
+    followed by the tree's delimiter)."""
     out = []
     for tree in trees:
         seen: set[str] = set()
         for node in tree:
             if not node.correct:
                 continue
-            completion = "".join(s + delimiter for s in tree.steps(node.id))
+            completion = tree.steps_text(tree.steps(node.id))
             if completion in seen:
                 continue
             seen.add(completion)

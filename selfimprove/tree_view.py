@@ -152,18 +152,6 @@ def select_tree(trees: list[Tree], source: str, index: int | None = None, proble
 
 
 # --- exports --------------------------------------------------------------------------------------
-def to_networkx(tree: Tree) -> nx.DiGraph:
-    """A plain DiGraph with flat scalar node attributes (None → ""), as GraphML needs."""
-    g = nx.DiGraph(tree_id=tree.id, problem_id=tree.problem.id, answer=tree.answer or "")
-    for node in tree:
-        attrs = {k: ("" if v is None else v) for k, v in node.to_json().items()}
-        attrs["q"] = node.q
-        attrs["parent"] = "" if node.parent is None else node.parent
-        g.add_node(node.id, **attrs)
-    g.add_edges_from(tree.graph.edges)
-    return g
-
-
 def _dot_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -178,7 +166,7 @@ def to_dot(tree: Tree) -> str:
         style = ", style=bold" if node.id in best else ""
         label = _dot_quote(f"{step}\nN={node.visits} Q={node.q:+.2f}{verdict}")
         lines.append(f"  n{node.id} [label={label}{style}];")
-    lines += [f"  n{a} -> n{b};" for a, b in tree.graph.edges]
+    lines += [f"  n{a} -> n{b};" for a, b in tree.edges()]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -188,7 +176,7 @@ def export_tree(tree: Tree, fmt: str, out: str | os.PathLike | None = None) -> s
     if fmt == "json":
         text = json.dumps(tree.to_json(), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "graphml":
-        text = "\n".join(nx.generate_graphml(to_networkx(tree))) + "\n"
+        text = "\n".join(nx.generate_graphml(tree.to_networkx(missing=""))) + "\n"  # GraphML has no null
     elif fmt == "dot":
         text = to_dot(tree)
     else:

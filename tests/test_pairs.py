@@ -145,7 +145,9 @@ def test_dedup_across_trees_and_delimiter(trees):
     copy.id = "tree-a-copy"
     recs, stats = extract([a, copy], "q-gap")
     assert len(recs) == 2 and stats["duplicates"] == 2
-    semi, _ = extract([a], "q-gap", {"delimiter": " ; "})
+    semi_tree = read_trees(FIX)[0]
+    semi_tree.delimiter = " ; "  # the tree's own delimiter joins its steps
+    semi, _ = extract([semi_tree], "q-gap")
     assert semi[1].prompt == "Q: 2+3*4\n3*4=12 ; " and semi[1].chosen == "2+12=14 ; " and semi[1].delimiter == " ; "
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from envs.types import Problem
-from search.algorithms.common import alphazero_w, backup_mcts_dpo, backup_mean, puct, uct
 from search.algorithms.mcts import _MCTS, MCTSConfig
+from search.algorithms.selection import UNVISITED, alphazero_puct, alphazero_w, puct, selection_rule, uct
+from search.algorithms.values import backup_mcts_dpo, backup_mean, node_estimator
 from search.api import run_search
-from search.scheduler import SearchContext
+from search.context import SearchContext
 from search.testing import ScriptedPolicy, ScriptedValue, ToyEnv, cand, chain_sum_policy, chain_sum_value
 from search.tree import Tree
 
@@ -88,11 +89,47 @@ def test_golden_mcts_dpo_backup():
 
 
 def test_selection_formulas():
-    assert puct(0.5, 0.4, 4, 1, 1.5) == pytest.approx(0.5 + 1.5 * 0.4 * 2 / 2)
+    # rule(constants, q, prior, N(parent), N)
+    assert puct(1.5, 0.5, 0.4, 4, 1) == pytest.approx(0.5 + 1.5 * 0.4 * 2 / 2)
     assert alphazero_w(0) == pytest.approx(1.25 + math.log(19653 / 19652))
     assert alphazero_w(100, 1.25, 19652) == pytest.approx(1.25 + math.log(19753 / 19652))
-    assert uct(0.1, math.e ** 4, 4, 2.0) == pytest.approx(0.1 + 2.0 * 1.0)
-    assert uct(0.1, 10, 0, 2.0) == math.inf
+    assert alphazero_puct(1.25, 19652, 0.5, 0.4, 100, 1) == pytest.approx(0.5 + alphazero_w(100) * 0.4 * 10 / 2)
+    assert uct(2.0, False, 0.1, 0.3, math.e ** 4, 4) == pytest.approx(0.1 + 2.0 * 1.0)
+    # An unvisited child outranks every visited one; among unvisited ones its Q (or its prior) decides.
+    assert uct(2.0, False, 0.1, 0.3, 10, 0) == UNVISITED + 0.1 > uct(2.0, False, 100.0, 1.0, 1e6, 1)
+    assert uct(2.0, True, 0.1, 0.3, 10, 0) == UNVISITED + 0.3
+
+
+@pytest.mark.parametrize(("selection", "fn", "constants"), [("puct", puct, (0.7,)),
+                                                             ("alphazero", alphazero_puct, (0.9, 100.0)),
+                                                             ("uct", uct, (0.4, True))])
+def test_mcts_runs_the_tested_rule(selection, fn, constants):
+    # The rule MCTS scores children with is the function above, with the config's constants bound once
+    # (UCT ranks unvisited children by prior when there is no value model to rank them by).
+    cfg = MCTSConfig(selection=selection, c_puct=0.7, c_init=0.9, c_base=100.0, c_uct=0.4)
+    st = _MCTS(SearchContext(0, P, Tree(P), ENV, cfg), cfg)
+    assert (st.rule.func, st.rule.args) == (fn, constants)
+    assert st.rule(0.2, 0.5, 9, 2) == fn(*constants, 0.2, 0.5, 9, 2)
+    assert selection_rule(selection, c_puct=0.7, c_init=0.9, c_base=100.0, c_uct=0.4,
+                          unvisited_by_prior=True).args == constants
+
+
+def test_node_values_of_unvisited_children_and_leaves():
+    # One node-value function; MCTS binds it twice: unvisited children (value estimate only with
+    # unvisited="value", else fpu) and leaves (a terminal without a verdict: its value, else 0).
+    tree = Tree(P)
+    step = tree.add_child(0, "1+2=3", logprob=math.log(0.8), num_tokens=2, value=0.3)
+    bare = tree.add_child(0, "1+2=4", logprob=math.log(0.25), num_tokens=2)
+    end = tree.add_child(step.id, "A: 3", terminal=True, score=1.0)
+    cfg = MCTSConfig(fpu=-0.2)
+    with_value = _MCTS(SearchContext(0, P, tree, ENV, cfg, has_value=True), cfg)
+    prior_only = _MCTS(SearchContext(0, P, tree, ENV, cfg), cfg)
+    assert (with_value.unvisited_q(step), prior_only.unvisited_q(step)) == (0.3, -0.2)
+    assert with_value.leaf_estimate(bare) == pytest.approx(2 * 0.5 - 1)  # the prior estimate 2·p̄ − 1
+    assert with_value.unvisited_q(end) == with_value.leaf_estimate(end) == 1.0
+    blind = MCTSConfig(verifier=False)
+    b = _MCTS(SearchContext(0, P, tree, ENV, blind, has_value=True), blind)
+    assert b.leaf_estimate(end) == 0.0 and node_estimator(blind)(end) == pytest.approx(2 * 1.0 - 1)
 
 
 def _two_child_tree(prior_a: float, n_a: int, w_a: float, prior_b: float, n_b: int, w_b: float, n_root: int):

@@ -9,9 +9,11 @@ import pytest
 from envs.errors import UserError
 from envs.types import Problem
 from search.api import run_search
-from search.scheduler import Evaluate, Propose, Scheduler, SearchContext
+from search.context import SearchContext
+from search.scheduler import Scheduler
 from search.testing import ScriptedPolicy, ScriptedValue, ToyEnv, cand, chain_sum_policy, chain_sum_value
 from search.tree import Tree
+from search.types import Evaluate, Propose
 
 ENV = ToyEnv()
 

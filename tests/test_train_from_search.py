@@ -26,7 +26,8 @@ def trees_and_policy(tmp_path_factory):
     env = make_env("arithmetic", KNOBS)
     res = run_search(env, env.load("train", 512, seed=1), HFPolicy(policy), algo="mcts",
                      config={"simulations": 16, "expand_n": 3}, seed=0)
-    return res.trees, policy, env.step_delimiter
+    assert all(t.delimiter == env.step_delimiter for t in res.trees)
+    return res.trees, policy
 
 
 @pytest.mark.parametrize(("strategy", "loss"), [("q-gap", "step-dpo"), ("first-error", "step-dpo"),
@@ -35,9 +36,9 @@ def test_heldout_margin_rises(trees_and_policy, tmp_path, strategy, loss):
     from selfimprove.pairs import extract
     from selfimprove.train import train_policy
 
-    trees, policy, delim = trees_and_policy
-    train, _ = extract(trees[:384], strategy, {"delimiter": delim})
-    held, _ = extract(trees[384:], "q-gap" if loss == "tpo" else strategy, {"delimiter": delim})
+    trees, policy = trees_and_policy
+    train, _ = extract(trees[:384], strategy)
+    held, _ = extract(trees[384:], "q-gap" if loss == "tpo" else strategy)
     assert len(train) >= 200 and len(held) >= 50
     m = train_policy(policy, train, tmp_path / "next", loss=loss, beta=0.1, lr=1e-4, epochs=2, batch_size=16,
                      eval_records=held)
@@ -49,8 +50,7 @@ def test_heldout_margin_rises(trees_and_policy, tmp_path, strategy, loss):
 def test_value_model_heldout_auroc(trees_and_policy, tmp_path):
     from selfimprove.train import train_value
 
-    trees, policy, delim = trees_and_policy
-    m = train_value(trees, tmp_path / "value", init_from=policy, epochs=3, lr=1e-3, heldout_fraction=0.25,
-                    delimiter=delim)
+    trees, policy = trees_and_policy
+    m = train_value(trees, tmp_path / "value", init_from=policy, epochs=3, lr=1e-3, heldout_fraction=0.25)
     assert m["heldout_auroc_before"] == pytest.approx(0.5)
     assert m["heldout_auroc"] > 0.6, m

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from search.algorithms.common import ProcessCheckConfig, best_node, estimate, set_answer
-from search.scheduler import Evaluate, Propose, Search, SearchContext
+from search.algorithms.common import best_node, set_answer
+from search.algorithms.values import node_estimator
+from search.context import SearchContext
+from search.types import Evaluate, ProcessCheckConfig, Propose, Search
 
 
 class BeamConfig(ProcessCheckConfig):
@@ -20,8 +22,9 @@ class BeamConfig(ProcessCheckConfig):
     expand_n: int = Field(4, ge=1, description="Steps proposed per beam.")
 
 
-def beam(ctx: SearchContext) -> Search:
+def beam(ctx: SearchContext[BeamConfig]) -> Search:
     tree, cfg = ctx.tree, ctx.config
+    estimate = node_estimator(cfg)
     beams = [tree.root]
     finished = []
     while beams and not ctx.out_of_budget():
@@ -41,6 +44,6 @@ def beam(ctx: SearchContext) -> Search:
         if len(finished) >= cfg.beam_width or (cfg.verifier and any(t.correct for t in terms)):
             break
         live = (c for c in cands if not c.terminal and c.check is not False)
-        open_ = sorted(live, key=lambda c: -estimate(c, cfg))
+        open_ = sorted(live, key=lambda c: -estimate(c))
         beams = open_[:cfg.beam_width]
-    set_answer(tree, best_node(finished, lambda n: (estimate(n, cfg),), cfg))
+    set_answer(tree, best_node(finished, lambda n: (estimate(n),), cfg))

@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from search.algorithms.common import SearchConfig, best_node, need_value, set_answer, vote
-from search.scheduler import Evaluate, Propose, Search, SearchContext
+from search.algorithms.common import best_node, need_value, set_answer, vote
+from search.context import SearchContext
+from search.types import Evaluate, Propose, Request, Search, SearchConfig
 
 
 class BestOfNConfig(SearchConfig):
@@ -21,7 +22,7 @@ class BestOfNConfig(SearchConfig):
     vote: Literal["majority", "value", "verifier"] = "majority"
 
 
-def best_of_n(ctx: SearchContext) -> Search:
+def best_of_n(ctx: SearchContext[BestOfNConfig]) -> Search:
     tree, cfg = ctx.tree, ctx.config
     if cfg.vote == "value":
         need_value(ctx.has_value, "best_of_n vote='value'")
@@ -31,7 +32,7 @@ def best_of_n(ctx: SearchContext) -> Search:
         by_n: dict[int, list[int]] = {}
         for nid, k in streams.items():
             by_n.setdefault(k, []).append(nid)
-        reqs = [Propose(ids, k, cfg.temperature) for k, ids in sorted(by_n.items())]
+        reqs: list[Request] = [Propose(ids, k, cfg.temperature) for k, ids in sorted(by_n.items())]
         results = yield reqs
         streams = {}
         for res in results:
@@ -47,7 +48,7 @@ def best_of_n(ctx: SearchContext) -> Search:
         todo = [n.id for n in terms if n.value is None]
         if todo:
             yield [Evaluate(todo)]
-        weights = [n.visits * (1.0 + n.value) / 2.0 for n in terms]
+        weights = [n.visits * (1.0 + (n.value or 0.0)) / 2.0 for n in terms]  # every value is in by now
     else:
         weights = [float(n.visits) for n in terms]
     if cfg.vote == "verifier" and any(n.correct for n in terms):

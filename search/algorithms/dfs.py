@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from search.algorithms.common import ProcessCheckConfig, best_node, estimate, set_answer
-from search.scheduler import Evaluate, Propose, Search, SearchContext
+from search.algorithms.common import best_node, set_answer
+from search.algorithms.values import node_estimator
+from search.context import SearchContext
+from search.types import Evaluate, ProcessCheckConfig, Propose, Search
 
 
 class DFSConfig(ProcessCheckConfig):
@@ -20,8 +22,9 @@ class DFSConfig(ProcessCheckConfig):
     max_expansions: int = Field(32, ge=1, description="Expansion budget per problem.")
 
 
-def dfs(ctx: SearchContext) -> Search:
+def dfs(ctx: SearchContext[DFSConfig]) -> Search:
     tree, cfg = ctx.tree, ctx.config
+    estimate = node_estimator(cfg)
     stack = [tree.root]
     seen = []
     expansions = 0
@@ -30,7 +33,7 @@ def dfs(ctx: SearchContext) -> Search:
         node.visits += 1
         if node.terminal:
             seen.append(node)
-            if (node.correct if cfg.verifier else estimate(node, cfg) >= cfg.threshold):
+            if (node.correct if cfg.verifier else estimate(node) >= cfg.threshold):
                 break
             continue
         (res,) = yield [Propose([node.id], cfg.expand_n, cfg.temperature)]
@@ -42,8 +45,8 @@ def dfs(ctx: SearchContext) -> Search:
             if todo:
                 yield [Evaluate(todo)]
         for c in kids:
-            if c.terminal and estimate(c, cfg) < cfg.threshold:
+            if c.terminal and estimate(c) < cfg.threshold:
                 seen.append(c)  # a wrong ending: recorded, not followed
-        good = [c for c in kids if c.check is not False and estimate(c, cfg) >= cfg.threshold]
-        stack.extend(sorted(good, key=lambda c: estimate(c, cfg)))  # best on top (stable for ties)
-    set_answer(tree, best_node(seen, lambda n: (estimate(n, cfg),), cfg))
+        good = [c for c in kids if c.check is not False and estimate(c) >= cfg.threshold]
+        stack.extend(sorted(good, key=estimate))  # best on top (stable for ties)
+    set_answer(tree, best_node(seen, lambda n: (estimate(n),), cfg))

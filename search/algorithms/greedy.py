@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from search.algorithms.common import SearchConfig, set_answer
-from search.scheduler import Propose, Search, SearchContext
+from search.algorithms.common import set_answer
+from search.context import SearchContext
+from search.types import Propose, Search, SearchConfig
 
 
 class GreedyConfig(SearchConfig):
     temperature: float = 0.0
 
 
-def greedy(ctx: SearchContext) -> Search:
+def greedy(ctx: SearchContext[GreedyConfig]) -> Search:
     """Extend the single path with the policy's top step until a terminal node (or a budget) is reached."""
     tree, cfg = ctx.tree, ctx.config
     node = tree.root

@@ -8,6 +8,11 @@ With `step_check`, a step the env's process verifier rejects is a dead end: valu
 expanded, and a rollout that reaches one stops there; a node whose children are all dead ends is expanded
 again.
 
+The parts, each small: the selection rule (`selection.py`: PUCT, AlphaZero-PUCT or UCT) and the node
+values (`values.node_value`: unvisited children, leaves) are bound once per search; a round selects a
+batch of leaves (`select_batch`), asks for their expansions, values and rollouts (`evaluate_batch`;
+rollouts in `rollouts.py`) and backs the batch up (`backup_batch`).
+
 Modes: `full` runs `simulations` simulations from the root; `commit` (MCTS-DPO) runs `simulations` per
 root (`first_root_factor` × at the first), commits a child (by visits, or sampled from Q with a
 temperature decaying with depth) and continues from it until a terminal node.
@@ -15,29 +20,22 @@ temperature decaying with depth) and continues from it until a terminal node.
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from collections.abc import Generator
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from envs.errors import UserError
-from search.algorithms.common import (
-    ProcessCheckConfig,
-    alphazero_w,
-    backup_mcts_dpo,
-    backup_mean,
-    best_node,
-    need_value,
-    prior_estimate,
-    set_answer,
-    terminals_below,
-    verdict_value,
-)
-from search.scheduler import Evaluate, Extend, Propose, RolloutStep, Search, SearchContext
+from search.algorithms.common import best_node, need_value, set_answer
+from search.algorithms.rollouts import GreedyCache, Rollouts
+from search.algorithms.selection import selection_rule
+from search.algorithms.values import backup_mcts_dpo, backup_mean, node_estimator
+from search.context import SearchContext
 from search.tree import Node
+from search.types import Evaluate, ProcessCheckConfig, Propose, Request, Search
 
-_BIG = 1e9
+_NEG_INF = float("-inf")
 
 
 class MCTSConfig(ProcessCheckConfig):
@@ -76,9 +74,9 @@ class MCTSConfig(ProcessCheckConfig):
 
 
 class _MCTS:
-    """Selection and backup state of one problem's search."""
+    """Selection and backup state of one problem's search, with its rule and node values bound once."""
 
-    def __init__(self, ctx: SearchContext, cfg: MCTSConfig):
+    def __init__(self, ctx: SearchContext[MCTSConfig], cfg: MCTSConfig):
         self.ctx, self.cfg, self.tree = ctx, cfg, ctx.tree
         self.use_value = ctx.has_value
         if cfg.unvisited == "value":
@@ -90,68 +88,63 @@ class _MCTS:
         if lam > 0 and not cfg.verifier:
             raise UserError("mcts rollout_weight > 0 needs verifier=true (a rollout is scored by the verifier)")
         self.lam = lam
+        self.rule = selection_rule(cfg.selection, c_puct=cfg.c_puct, c_init=cfg.c_init, c_base=cfg.c_base,
+                                   c_uct=cfg.c_uct, unvisited_by_prior=not self.unvisited_value)
+        # Q of an unvisited child: its verdict or check, its value estimate (when `unvisited` says so), else fpu.
+        self.unvisited_q = node_estimator(cfg, use_value=self.unvisited_value, default=cfg.fpu)
+        # Value of a leaf: its verdict, a terminal's value estimate (else 0), its check, its value estimate,
+        # else its prior estimate; mixed with its rollout's verdict by `leaf_value`.
+        self.leaf_estimate = node_estimator(cfg, open_terminal=0.0)
         self.v0: dict[int, float] = {}     # each node's own value (its leaf value at first visit)
         self.noise: dict[int, float] = {}  # noisy priors of the current root's children
         self.noised_root: int | None = None
-        self.expanded: set[int] = set()          # nodes MCTS expanded (rollout steps do not count)
-        self.greedy_next: dict[int, int] = {}     # greedy rollouts: a node's temperature-0 next step
-        self.rollout_verdict: dict[int, float] = {}  # greedy rollouts: verdict reached from a node
+        self.expanded: set[int] = set()    # nodes MCTS expanded (rollout steps do not count)
+        self.greedy = GreedyCache()        # greedy rollouts: next steps and verdicts, never generated twice
 
     # --- selection ------------------------------------------------------------------------------
-    def unvisited_q(self, c: Node) -> float:
-        if c.terminal and self.cfg.verifier and c.score is not None:
-            return verdict_value(c, self.cfg)
-        if c.check is False:
-            return self.cfg.wrong_value
-        if self.unvisited_value and c.value is not None:
-            return c.value
-        return self.cfg.fpu
-
-    def score(self, parent: Node, c: Node) -> float:
-        """Selection score of child `c` (virtual visits count as visits worth virtual_loss_value)."""
-        cfg = self.cfg
-        n_parent = max(1, parent.visits + parent.virtual_loss)
-        n = c.visits + c.virtual_loss
-        q = (c.value_sum + cfg.virtual_loss_value * c.virtual_loss) / n if n else self.unvisited_q(c)
-        prior = self.noise.get(c.id, c.prior) if self.noise else c.prior
-        if cfg.selection == "uct":
-            if n == 0:
-                return _BIG + (q if self.unvisited_value else prior)
-            return q + cfg.c_uct * math.sqrt(math.log(n_parent) / n)
-        w = cfg.c_puct if cfg.selection == "puct" else alphazero_w(n_parent, cfg.c_init, cfg.c_base)
-        return q + w * prior * math.sqrt(n_parent) / (1 + n)
-
     def select(self, root: Node) -> list[Node]:
-        """Descend from `root` by the selection score to a leaf: unexpanded, terminal, or expanded with
+        """Descend from `root` by the selection rule to a leaf: unexpanded, terminal, or expanded with
         every child rejected by the env's step check (it is expanded again: fresh samples may hold a
-        right step)."""
-        kids_of = self.tree._kids
+        right step). A child's Q counts its pending (virtual) visits as worth virtual_loss_value."""
+        children, expanded, step_check = self.tree.children, self.expanded, self.cfg.step_check
+        rule, unvisited_q, vl_value, noise = self.rule, self.unvisited_q, self.cfg.virtual_loss_value, self.noise
         path = [root]
         node = root
-        expanded = self.expanded
-        step_check = self.cfg.step_check
         while not node.terminal and node.id in expanded:
-            kids = kids_of[node.id]
+            kids = children(node.id)
             if not kids or (step_check and all(c.check is False for c in kids)):
                 break
-            best, best_s = kids[0], -math.inf
+            n_parent = max(1, node.visits + node.virtual_loss)
+            best, best_s = kids[0], _NEG_INF
             for c in kids:
-                s = self.score(node, c)
+                n = c.visits + c.virtual_loss
+                q = (c.value_sum + vl_value * c.virtual_loss) / n if n else unvisited_q(c)
+                s = rule(q, noise.get(c.id, c.prior) if noise else c.prior, n_parent, n)
                 if s > best_s:
                     best, best_s = c, s
             node = best
             path.append(node)
         return path
 
+    def add_root_noise(self, root: Node) -> None:
+        kids = self.tree.children(root.id)
+        if self.cfg.root_noise_eps <= 0 or not kids or self.noised_root == root.id:
+            return
+        eta = self.ctx.rng.dirichlet([self.cfg.root_noise_alpha] * len(kids))
+        e = self.cfg.root_noise_eps
+        self.noise = {c.id: (1 - e) * c.prior + e * float(x) for c, x in zip(kids, eta, strict=True)}
+        self.noised_root = root.id
+
     # --- values and backup ----------------------------------------------------------------------
+    def value_known(self, leaf: Node) -> bool:
+        """Whether a leaf's value needs no model: a rejected step, or a terminal with its verdict (or
+        with nothing better to ask for)."""
+        return leaf.check is False or (leaf.terminal and (self.cfg.verifier or leaf.value is not None
+                                                          or not self.use_value))
+
     def leaf_value(self, leaf: Node, rollout: float | None) -> float:
-        if leaf.terminal:
-            if self.cfg.verifier and leaf.score is not None:
-                return verdict_value(leaf, self.cfg)
-            return leaf.value if leaf.value is not None else 0.0
-        if leaf.check is False:
-            return self.cfg.wrong_value
-        est = leaf.value if leaf.value is not None else prior_estimate(leaf)
+        """The leaf's estimate, mixed with its rollout's verdict: (1-λ)·estimate + λ·rollout."""
+        est = self.leaf_estimate(leaf)
         if rollout is None or self.lam == 0:
             return est
         return (1 - self.lam) * est + self.lam * rollout
@@ -163,83 +156,91 @@ class _MCTS:
             backup_mcts_dpo(self.tree, path, v, self.v0, self.cfg.gamma)
         self.ctx.simulations += 1
 
-    def add_root_noise(self, root: Node) -> None:
-        kids = self.tree._kids[root.id]
-        if self.cfg.root_noise_eps <= 0 or not kids or self.noised_root == root.id:
-            return
-        eta = self.ctx.rng.dirichlet([self.cfg.root_noise_alpha] * len(kids))
-        e = self.cfg.root_noise_eps
-        self.noise = {c.id: (1 - e) * c.prior + e * float(x) for c, x in zip(kids, eta, strict=True)}
-        self.noised_root = root.id
+    # --- one round: select a batch, evaluate it, back it up -------------------------------------
+    def select_batch(self, root: Node, room: int) -> tuple[list[list[Node]], int]:
+        """Paths to up to `parallel_leaves` distinct leaves that need the models (virtual loss added along
+        each), within `room` simulations; a leaf whose value is known is backed up at once. Returns the
+        paths and how many simulations were backed up."""
+        batch: list[list[Node]] = []
+        pending: set[int] = set()
+        known = 0
+        while len(batch) < self.cfg.parallel_leaves and known + len(batch) < room:
+            path = self.select(root)
+            leaf = path[-1]
+            if self.value_known(leaf):
+                self.backup(path, self.leaf_value(leaf, None))
+                known += 1
+                continue
+            if leaf.id in pending:
+                break  # every path leads to a leaf already being expanded this round
+            for node in path:
+                node.virtual_loss += 1
+            batch.append(path)
+            pending.add(leaf.id)
+        return batch, known
 
-    # --- simulations ----------------------------------------------------------------------------
+    def evaluate_batch(self, leaves: list[Node]) -> Generator[list[Request], list[Any], dict[int, float]]:
+        """Ask for the leaves' expansions and values, their new children's values (when unvisited children
+        are scored by value) and their rollouts, step by step; returns the rollout verdicts by leaf id."""
+        cfg, tree = self.cfg, self.tree
+        expand = [leaf for leaf in leaves if not leaf.terminal]
+        need_v = [leaf.id for leaf in leaves if self.use_value and leaf.value is None]
+        ro = Rollouts(tree, expand, cfg, keep=cfg.keep_rollouts, temperature=cfg.rollout_temperature,
+                      cache=self.greedy) if self.lam > 0 else None
+        reqs: list[Request] = []
+        if expand:
+            reqs.append(Propose([leaf.id for leaf in expand], cfg.expand_n, cfg.temperature))
+            self.expanded.update(leaf.id for leaf in expand)
+        if need_v:
+            reqs.append(Evaluate(need_v))
+        first = True
+        while True:
+            roll_req = ro.request() if ro is not None else None
+            if roll_req is not None:
+                reqs.append(roll_req)
+            if not reqs:
+                break
+            results = yield reqs
+            if ro is not None and roll_req is not None:
+                ro.receive(results[-1])  # the rollout request is always last
+            reqs = []
+            if first and self.unvisited_value and expand:
+                # Children of the expanded leaves (rollout first steps included) get value estimates.
+                todo = [c.id for leaf in expand for c in tree.children(leaf.id)
+                        if c.value is None and not (c.terminal and cfg.verifier)]
+                if todo:
+                    reqs.append(Evaluate(todo))
+            first = False
+        return ro.verdicts if ro is not None else {}
+
+    def backup_batch(self, batch: list[list[Node]], verdicts: dict[int, float]) -> None:
+        """Take back each path's virtual loss and back up its leaf's value."""
+        for path in batch:
+            for node in path:
+                node.virtual_loss -= 1
+            leaf = path[-1]
+            self.backup(path, self.leaf_value(leaf, verdicts.get(leaf.id)))
+
     def simulate(self, root: Node, budget: int) -> Search:
         """Run up to `budget` simulations from `root`, `parallel_leaves` per round."""
-        cfg, tree = self.cfg, self.tree
         done = 0
         self.add_root_noise(root)
         while done < budget and not self.ctx.out_of_budget():
-            batch: list[list[Node]] = []
-            pending: set[int] = set()
-            while len(batch) < cfg.parallel_leaves and done + len(batch) < budget:
-                path = self.select(root)
-                leaf = path[-1]
-                if leaf.check is False or (
-                        leaf.terminal and (cfg.verifier or leaf.value is not None or not self.use_value)):
-                    self.backup(path, self.leaf_value(leaf, None))  # known value: no model needed
-                    done += 1
-                    continue
-                if leaf.id in pending:
-                    break  # every path leads to a leaf already being expanded this round
-                for node in path:
-                    node.virtual_loss += 1
-                batch.append(path)
-                pending.add(leaf.id)
+            batch, known = self.select_batch(root, budget - done)
+            done += known
             if not batch:
                 continue
-            leaves = [p[-1] for p in batch]
-            expand = [leaf for leaf in leaves if not leaf.terminal]
-            need_v = [leaf.id for leaf in leaves if self.use_value and leaf.value is None]
-            verdicts: dict[int, float] = {}
-            ro = _Rollouts(self, expand) if self.lam > 0 else None
-            reqs: list = []
-            if expand:
-                reqs.append(Propose([leaf.id for leaf in expand], cfg.expand_n, cfg.temperature))
-                self.expanded.update(leaf.id for leaf in expand)
-            if need_v:
-                reqs.append(Evaluate(need_v))
-            first = True
-            while True:
-                roll_req = ro.request() if ro is not None else None
-                if roll_req is not None:
-                    reqs.append(roll_req)
-                if not reqs:
-                    break
-                results = yield reqs
-                if roll_req is not None:
-                    ro.receive(results[-1])  # the rollout request is always last
-                reqs = []
-                if first and self.unvisited_value and expand:
-                    # Children of the expanded leaves (rollout first steps included) get value estimates.
-                    todo = [c.id for leaf in expand for c in tree._kids[leaf.id]
-                            if c.value is None and not (c.terminal and cfg.verifier)]
-                    if todo:
-                        reqs.append(Evaluate(todo))
-                first = False
-            if ro is not None:
-                verdicts = ro.verdicts
-            if root.id in pending:
-                self.add_root_noise(root)
-            for path in batch:
-                for node in path:
-                    node.virtual_loss -= 1
-                leaf = path[-1]
-                self.backup(path, self.leaf_value(leaf, verdicts.get(leaf.id)))
-                done += 1
+            verdicts = yield from self.evaluate_batch([path[-1] for path in batch])
+            if any(path[-1] is root for path in batch):
+                self.add_root_noise(root)  # the root was just expanded: its children get their noise
+            self.backup_batch(batch, verdicts)
+            done += len(batch)
 
+    # --- commit and answer ----------------------------------------------------------------------
     def commit_child(self, root: Node) -> Node | None:
         """The child commit mode continues from (never a step the env's check rejected, while any other)."""
-        kids = [c for c in self.tree._kids[root.id] if c.check is not False] or self.tree._kids[root.id]
+        all_kids = self.tree.children(root.id)
+        kids = [c for c in all_kids if c.check is not False] or all_kids
         kids = [c for c in kids if c.visits] or kids
         if not kids:
             return None
@@ -260,12 +261,12 @@ class _MCTS:
                                                            or tree.terminals())
             return best_node(terms, key, cfg)
         path = list(committed)
-        while not path[-1].terminal and tree._kids[path[-1].id]:
-            path.append(max(tree._kids[path[-1].id], key=lambda c: (c.visits, c.q)))
+        while not path[-1].terminal and tree.children(path[-1].id):
+            path.append(max(tree.children(path[-1].id), key=lambda c: (c.visits, c.q)))
         # The deepest node on that path with a terminal below it (a verified-correct one when the
         # verifier may be used); its best terminal is the answer.
         for node in reversed(path):
-            terms = terminals_below(tree, node.id)
+            terms = tree.terminals_below(node.id)
             if cfg.verifier and any(t.correct for t in terms):
                 terms = [t for t in terms if t.correct]
             elif cfg.verifier and node is not path[0]:
@@ -275,91 +276,9 @@ class _MCTS:
         return None
 
 
-class _Rollouts:
-    """The rollouts of one round, advanced one step per round for all leaves together.
-
-    keep_rollouts: each step is a `Propose(n=1)` on the tree, so rollout steps become (unvisited) nodes and
-    a correct ending a rollout finds is an answer the search can return; a node counts as expanded only
-    once MCTS expanded it. Greedy rollouts (temperature 0) are deterministic, so each node's greedy next
-    step and rollout verdict are cached and never generated twice. Otherwise rollouts are off-tree
-    (`Extend`).
-    """
-
-    def __init__(self, st: _MCTS, leaves: list[Node]):
-        self.st = st
-        self.keep = st.cfg.keep_rollouts
-        self.greedy = st.cfg.rollout_temperature == 0
-        self.verdicts: dict[int, float] = {}
-        self.cur: dict[int, int] = {leaf.id: leaf.id for leaf in leaves}         # keep: leaf -> node
-        self.chain: dict[int, list[int]] = {leaf.id: [leaf.id] for leaf in leaves}
-        self.off: dict[int, list[str]] = {} if self.keep else {
-            leaf.id: st.tree.steps(leaf.id) for leaf in leaves}
-        self.asked: list[int] = []
-
-    def _ending(self, x: Node | RolloutStep) -> float | None:
-        """The rollout's verdict if it ends at `x` (a tree node or an off-tree step): a terminal's verdict,
-        wrong_value at a step the env's check rejected; None while it goes on."""
-        if x.terminal:
-            return verdict_value(x, self.st.cfg)
-        return self.st.cfg.wrong_value if x.check is False else None
-
-    def _done(self, lid: int, v: float) -> None:
-        self.verdicts[lid] = v
-        if self.keep and self.greedy:
-            for i in self.chain[lid]:
-                self.st.rollout_verdict[i] = v
-        self.cur.pop(lid, None)
-        self.off.pop(lid, None)
-
-    def request(self):
-        st, tree = self.st, self.st.tree
-        if not self.keep:
-            self.asked = list(self.off)
-            return Extend(list(self.off.values()), st.cfg.rollout_temperature) if self.off else None
-        for lid in list(self.cur):  # walk what is already known without asking the model
-            i = self.cur[lid]
-            while True:
-                v = self._ending(tree._nodes[i])
-                if v is not None:
-                    self._done(lid, v)
-                    break
-                if self.greedy and i in st.rollout_verdict:
-                    self._done(lid, st.rollout_verdict[i])
-                    break
-                nxt = st.greedy_next.get(i) if self.greedy else None
-                if nxt is None:
-                    self.cur[lid] = i
-                    break
-                i = nxt
-                self.chain[lid].append(i)
-        self.asked = list(self.cur)
-        if not self.asked:
-            return None
-        return Propose([self.cur[lid] for lid in self.asked], 1, st.cfg.rollout_temperature)
-
-    def receive(self, res) -> None:
-        st, tree = self.st, self.st.tree
-        if not self.keep:
-            for lid, step in zip(self.asked, res, strict=True):
-                v = self._ending(step)
-                if v is not None:
-                    self._done(lid, v)
-                else:
-                    self.off[lid].append(step.text)
-            return
-        for lid, ids in zip(self.asked, res, strict=True):
-            if self.greedy:
-                st.greedy_next[self.cur[lid]] = ids[0]
-            self.cur[lid] = ids[0]
-            self.chain[lid].append(ids[0])
-            v = self._ending(tree._nodes[ids[0]])
-            if v is not None:
-                self._done(lid, v)
-
-
-def mcts(ctx: SearchContext) -> Search:
+def mcts(ctx: SearchContext[MCTSConfig]) -> Search:
     """MCTS over one problem; sets tree.answer / tree.answer_node."""
-    cfg: MCTSConfig = ctx.config
+    cfg = ctx.config
     st = _MCTS(ctx, cfg)
     tree = ctx.tree
     root = tree.root

@@ -1,8 +1,9 @@
 """Strategies that turn search trees into preference records; each has a pydantic config.
 
 Shared vocabulary: a *decision point* is a node whose children are compared; the record's prompt renders
-the path to it (``tree.prompt`` + each step + delimiter) and a completion is the compared child's step
-+ delimiter (+ its best continuation by Q down to a leaf when ``continuation`` is on). A node *reaches
+the path to it (``tree.prefix_text``: the prompt + each step + the tree's delimiter) and a completion is
+the compared child's step + delimiter (+ its best continuation by Q down to a leaf when ``continuation``
+is on). A node *reaches
 correct* when its subtree holds a verified-correct terminal, and is *dead* when its subtree holds
 terminals but none correct.
 """
@@ -15,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
 from search.tree import Node, Tree
@@ -27,7 +27,6 @@ class StrategyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    delimiter: str = Field("\n", description="Step delimiter appended to each step (the env's).")
     continuation: bool = Field(False, description="Append each compared step's best continuation (by Q).")
     min_visits: int = Field(1, ge=0, description="Compared children need at least this many visits.")
 
@@ -36,23 +35,6 @@ class StrategyConfig(BaseModel):
 def _order(n: Node) -> tuple:
     """Sort key: best first by Q, then visits, then creation order (deterministic)."""
     return (-n.q, -n.visits, n.id)
-
-
-def outcome_counts(tree: Tree) -> dict[int, tuple[int, int]]:
-    """(terminals, correct terminals) in each node's subtree, in one bottom-up pass."""
-    counts: dict[int, tuple[int, int]] = {}
-    for i in nx.dfs_postorder_nodes(tree.graph, 0):
-        n = tree.node(i)
-        t, c = (1, int(n.correct)) if n.terminal else (0, 0)
-        for child in tree.graph.succ[i]:
-            ct, cc = counts[child]
-            t, c = t + ct, c + cc
-        counts[i] = (t, c)
-    return counts
-
-
-def prefix_text(tree: Tree, node_id: int, delimiter: str) -> str:
-    return tree.prompt + "".join(s + delimiter for s in tree.steps(node_id))
 
 
 def best_continuation(tree: Tree, node_id: int) -> list[Node]:
@@ -70,20 +52,20 @@ def item_nodes(tree: Tree, node: Node, cfg: StrategyConfig) -> list[Node]:
 
 
 def completion(tree: Tree, node: Node, cfg: StrategyConfig) -> str:
-    return "".join(n.step + cfg.delimiter for n in item_nodes(tree, node, cfg))
+    return tree.steps_text(n.step for n in item_nodes(tree, node, cfg))
 
 
 def decision_points(tree: Tree, where: str, min_parent_visits: int) -> list[Node]:
     """Nodes on the answer path (all but its last node), or every node with enough visits."""
     if where == "path":
         return tree.answer_path()[:-1]
-    return [n for n in tree if tree.graph.out_degree(n.id) > 1 and n.visits >= min_parent_visits]
+    return [n for n in tree if len(tree.children(n.id)) > 1 and n.visits >= min_parent_visits]
 
 
 def make_pair(tree: Tree, cfg: StrategyConfig, strategy: str, parent: int, chosen: Node, rejected: Node,
               *, margin: float, weight: float = 1.0, eps: float = 0.0) -> PreferencePair:
     return PreferencePair(
-        strategy=strategy, prompt=prefix_text(tree, parent, cfg.delimiter), delimiter=cfg.delimiter,
+        strategy=strategy, prompt=tree.prefix_text(parent), delimiter=tree.delimiter,
         chosen=completion(tree, chosen, cfg), rejected=completion(tree, rejected, cfg),
         margin=margin, weight=weight, eps=eps, tree_id=tree.id, problem_id=tree.problem.id,
         prefix_node=parent, chosen_node=chosen.id, rejected_node=rejected.id, checkpoint=tree.checkpoint,
@@ -140,7 +122,7 @@ class FirstErrorConfig(StrategyConfig):
 
 
 def first_error(tree: Tree, cfg: FirstErrorConfig, rng: random.Random) -> list[Record]:
-    counts = outcome_counts(tree)
+    counts = tree.outcome_counts()
     if cfg.judge == "outcome":
         def good(n: Node) -> bool:
             return counts[n.id][1] > 0
@@ -196,7 +178,7 @@ class SubtreeOutcomeConfig(StrategyConfig):
 
 
 def subtree_outcome(tree: Tree, cfg: SubtreeOutcomeConfig, rng: random.Random) -> list[Record]:
-    counts = outcome_counts(tree)
+    counts = tree.outcome_counts()
     out: list[Record] = []
     for p in sorted(tree, key=lambda n: n.id):
         kids = [c for c in tree.children(p.id) if c.visits >= cfg.min_visits]
@@ -231,8 +213,8 @@ def ranked_list(tree: Tree, cfg: RankedListConfig, rng: random.Random) -> list[R
             continue
         items = [item_nodes(tree, k, cfg) for k in kids]
         out.append(PreferenceList(
-            strategy="ranked-list", prompt=prefix_text(tree, p.id, cfg.delimiter), delimiter=cfg.delimiter,
-            completions=["".join(n.step + cfg.delimiter for n in it) for it in items],
+            strategy="ranked-list", prompt=tree.prefix_text(p.id), delimiter=tree.delimiter,
+            completions=[tree.steps_text(n.step for n in it) for it in items],
             steps=[[n.step for n in it] for it in items], scores=[k.q for k in kids],
             step_rewards=[[n.q for n in it] for it in items], node_ids=[k.id for k in kids],
             tree_id=tree.id, problem_id=tree.problem.id, prefix_node=p.id, checkpoint=tree.checkpoint,
@@ -256,10 +238,9 @@ def outcome(tree: Tree, cfg: OutcomeConfig, rng: random.Random) -> list[Record]:
     combos = list(itertools.product(right, wrong))
     if len(combos) > cfg.max_pairs_per_tree:
         combos = sorted(rng.sample(combos, cfg.max_pairs_per_tree), key=lambda ab: (ab[0].id, ab[1].id))
-    d = cfg.delimiter
     return [PreferencePair(
-        strategy="outcome", prompt=tree.prompt, delimiter=d, chosen="".join(s + d for s in tree.steps(a.id)),
-        rejected="".join(s + d for s in tree.steps(b.id)), margin=(a.score or 0.0) - (b.score or 0.0),
+        strategy="outcome", prompt=tree.prompt, delimiter=tree.delimiter, chosen=tree.steps_text(tree.steps(a.id)),
+        rejected=tree.steps_text(tree.steps(b.id)), margin=(a.score or 0.0) - (b.score or 0.0),
         tree_id=tree.id, problem_id=tree.problem.id, prefix_node=0, chosen_node=a.id, rejected_node=b.id,
         checkpoint=tree.checkpoint, depth=1,
     ) for a, b in combos]

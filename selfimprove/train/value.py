@@ -1,6 +1,7 @@
 """Value-model training from search trees: regression onto outcomes plus a sibling ranking loss.
 
-Each tree node becomes an example: its prefix text (``tree.prompt`` + steps, each + delimiter) and a
+Each tree node becomes an example: its prefix text (``tree.prefix_text``: prompt + steps, each + the
+tree's delimiter) and a
 target in [-1, 1] — by default the Monte-Carlo success of its subtree (2·correct/terminals − 1, nodes
 with no terminal below are skipped), or its MCTS Q (`target="q"`). The loss is
 ``MSE(tanh(raw), target) + rank_weight · mean relu(rank_margin − (tanh(raw_a) − tanh(raw_b)))`` over
@@ -27,7 +28,6 @@ import torch
 from envs.errors import UserError
 from envs.io import atomic_write_json, replace_dir
 from search.tree import Tree, read_trees
-from selfimprove.pairs.strategies import outcome_counts, prefix_text
 from selfimprove.train.policy import peak_rss_mb
 
 
@@ -57,14 +57,13 @@ def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def value_examples(trees: Sequence[Tree], *, target: str = "mc", delimiter: str = "\n",
-                   min_visits: int = 1) -> list[ValueExample]:
+def value_examples(trees: Sequence[Tree], *, target: str = "mc", min_visits: int = 1) -> list[ValueExample]:
     """One example per node that has a target (see the module docstring)."""
     if target not in ("mc", "q"):
         raise UserError(f"value target '{target}' is not 'mc' or 'q'")
     out = []
     for t_idx, tree in enumerate(trees):
-        counts = outcome_counts(tree)
+        counts = tree.outcome_counts()
         for node in sorted(tree, key=lambda n: n.id):
             terms, correct = counts[node.id]
             label = 1 if correct > 0 else (0 if terms > 0 else None)
@@ -76,7 +75,7 @@ def value_examples(trees: Sequence[Tree], *, target: str = "mc", delimiter: str 
                 if node.visits < min_visits:
                     continue
                 y = max(-1.0, min(1.0, node.q))
-            out.append(ValueExample(prefix_text(tree, node.id, delimiter), y, label, (t_idx, node.parent)))
+            out.append(ValueExample(tree.prefix_text(node.id), y, label, (t_idx, node.parent)))
     return out
 
 
@@ -138,7 +137,7 @@ def load_value_model(init_from: str | os.PathLike):
 
 def train_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike, *,
                 init_from: str | os.PathLike, epochs: int = 3, lr: float = 1e-4, seed: int = 0,
-                heldout_fraction: float = 0.2, batch_size: int = 32, target: str = "mc", delimiter: str = "\n",
+                heldout_fraction: float = 0.2, batch_size: int = 32, target: str = "mc",
                 rank_weight: float = 1.0, rank_margin: float = 0.1, rank_gap: float = 0.1,
                 max_length: int = 1024, progress: Callable[[int, int, dict], None] | None = None
                 ) -> dict[str, Any]:
@@ -158,8 +157,8 @@ def train_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.Pat
     held_idx = set(order[:n_held])
     train_trees = [t for i, t in enumerate(trees) if i not in held_idx]
     held_trees = [t for i, t in enumerate(trees) if i in held_idx]
-    train = value_examples(train_trees, target=target, delimiter=delimiter)
-    held = value_examples(held_trees, target=target, delimiter=delimiter)
+    train = value_examples(train_trees, target=target)
+    held = value_examples(held_trees, target=target)
     if not train:
         raise UserError("no value-training examples: the trees have no terminal nodes (target 'mc') "
                         "or no visited nodes (target 'q')")
