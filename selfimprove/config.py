@@ -1,8 +1,9 @@
 """The run configuration: one YAML file, validated by pydantic, with `--set key.sub=value` overrides.
 
-Every section forbids unknown keys. Cross-checks the schema cannot express (the environment's knobs,
-the search algorithm and its config, the pair strategy and its knobs, the loss name, model paths that
-must exist) run in `check` after parsing; every failure is one sentence naming the file and the field,
+Every section forbids unknown keys. The search algorithm's config is parsed into that algorithm's own
+config class while the schema validates. Cross-checks the schema cannot express (the environment's
+knobs, the pair strategy and its knobs, the loss name, model paths that must exist) run in `check`
+after parsing; every failure is one sentence naming the file and the field,
 e.g. ``config.yaml: field 'search.algo': unknown algorithm 'mctz'``.
 """
 
@@ -13,9 +14,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 
 from envs.errors import UserError, pydantic_message
+from search.types import SearchConfig
 
 LOSSES = ("step-dpo", "dpo", "ipo", "cdpo", "rpo", "tpo", "sft")
 TINY = "tiny"
@@ -58,10 +69,45 @@ class ValueSection(Section):
 
 
 class SearchSection(Section):
+    """The search algorithm and its config, parsed into that algorithm's own config class (`MCTSConfig`, ...).
+
+    Written back (config.yaml, `config_diff`) as the keys that were given, like any other mapping.
+    """
+
     algo: str = "mcts"
-    config: dict[str, Any] = Field(default_factory=dict, description="The algorithm's config.")
+    config: SearchConfig = Field(default_factory=dict, validate_default=True, description="The algorithm's config.")
     problems: int = Field(32, ge=1, description="Fresh training problems searched per iteration.")
     max_batch: int = Field(256, ge=1)
+
+    @field_validator("algo")
+    @classmethod
+    def _known_algo(cls, algo: str) -> str:
+        from search.registry import unknown_algorithm
+
+        why = unknown_algorithm(algo, noun="algorithm")
+        if why is not None:
+            raise ValueError(why)
+        return algo
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _algo_config(cls, config: Any, info: ValidationInfo) -> Any:
+        """The mapping as the config class of `algo` (when `algo` is valid; its own error comes first)."""
+        from search.registry import ALGORITHMS
+
+        algo = info.data.get("algo")
+        if algo not in ALGORITHMS:
+            return config
+        cls = ALGORITHMS[algo][0]
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, BaseModel):
+            config = config.model_dump(exclude_unset=True)
+        return cls.model_validate({} if config is None else config)
+
+    @field_serializer("config")
+    def _given_keys(self, config: SearchConfig, info: SerializationInfo) -> dict[str, Any]:
+        return config.model_dump(mode=info.mode, exclude_unset=True)
 
 
 class PairsSection(Section):
@@ -198,17 +244,6 @@ def check(cfg: RunConfig, source: str) -> None:
     except UserError as e:
         field = "env.name" if "unknown environment" in str(e) else "env.knobs"
         raise _sub_error(source, field, e) from None
-
-    from search.registry import ALGORITHMS
-
-    for algo, where, config in ((cfg.search.algo, "search", cfg.search.config),):
-        if algo not in ALGORITHMS:
-            raise _field_error(source, f"{where}.algo",
-                               f"unknown algorithm '{algo}' (choose from: {', '.join(ALGORITHMS)})")
-        try:
-            ALGORITHMS[algo][0](**config)
-        except ValidationError as e:
-            raise _sub_error(source, f"{where}.config", e) from None
 
     from selfimprove.pairs import STRATEGIES, make_config
 

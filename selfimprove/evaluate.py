@@ -10,12 +10,13 @@ search accuracy (with the verifier hidden from the answer choice).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envs.base import Environment
 from envs.types import Problem
 from search.tree import Tree
+from search.types import SearchConfig
 
 
 def answer_correct(tree: Tree) -> bool:
@@ -45,13 +46,14 @@ def _mean(xs: Sequence[float]) -> float:
 
 def evaluate(env: Environment, problems: list[Problem], policy, *, k: int = 8, temperature: float = 1.0,
              seed: int = 0, max_batch: int = 256, value_model=None, search_algo: str | None = None,
-             search_config: dict[str, Any] | None = None,
+             search_config: SearchConfig | Mapping[str, Any] | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Accuracy figures of `policy` on `problems` (all fractions in [0, 1]) and the compute they took.
 
     progress(phase, done, total) is called as each phase advances ("greedy", "best-of-k", "search").
     """
     from search.api import run_search
+    from search.registry import make_config
 
     def stage_progress(phase: str):
         return (lambda done, total: progress(phase, done, total)) if progress else None
@@ -79,7 +81,8 @@ def evaluate(env: Environment, problems: list[Problem], policy, *, k: int = 8, t
     out["search_acc"] = None
     if search_algo is not None:
         t0 = time.perf_counter()
-        config = {**(search_config or {}), "verifier": False}  # held-out: the answer is chosen blind
+        # Held-out: the answer is chosen blind.
+        config = make_config(search_algo, search_config).model_copy(update={"verifier": False})
         searched = run_search(env, problems, policy, value_model, algo=search_algo, config=config,
                               seed=seed, max_batch=max_batch, progress=stage_progress("search")).trees
         out["search_acc"] = _mean([answer_correct(t) for t in searched])

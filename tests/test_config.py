@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from envs.errors import UserError
+from search.algorithms.beam import BeamConfig
+from search.algorithms.mcts import MCTSConfig
 from selfimprove.config import apply_overrides, config_diff, load_config
 
 CLI = str(Path(sys.executable).parent / "selfimprove")
@@ -36,7 +38,8 @@ def error_of(path: Path, overrides=()) -> str:
 
 def test_valid_config_defaults_and_name(tmp_path, tiny_policy_dir):
     cfg = load_config(write(tmp_path, base(tiny_policy_dir), "my-run.yaml"))
-    assert cfg.name == "my-run" and cfg.iterations == 3 and cfg.search.config == {"simulations": 4}
+    assert cfg.name == "my-run" and cfg.iterations == 3 and isinstance(cfg.search.config, MCTSConfig)
+    assert cfg.search.config.model_dump(exclude_unset=True) == {"simulations": 4}
     assert cfg.train.loss == "step-dpo" and cfg.pairs.strategy == "q-gap"
 
 
@@ -98,6 +101,37 @@ def test_config_diff(tmp_path):
     p = write(tmp_path, {"search": {"algo": "mcts"}})
     a, b = load_config(p), load_config(p, ["train.beta=0.2"])
     assert config_diff(a, a) is None and config_diff(a, b) == "train.beta"
+
+
+def test_search_config_is_the_algorithms_own_class(tmp_path):
+    p = write(tmp_path, {"search": {"algo": "beam"}})
+    assert type(load_config(p).search.config) is BeamConfig
+    cfg = load_config(write(tmp_path, {"search": {"algo": "mcts", "config": {"expand_n": 2}}}),
+                      ["search.config.simulations=8"])
+    assert (type(cfg.search.config), cfg.search.config.simulations, cfg.search.config.expand_n) == (MCTSConfig, 8, 2)
+    # config.yaml keeps the keys that were given; reading it back gives the same config.
+    dumped = yaml.safe_load(cfg.to_yaml())
+    assert dumped["search"]["config"] == {"simulations": 8, "expand_n": 2}
+    again = load_config(write(tmp_path, dumped, "again.yaml"))
+    assert config_diff(cfg, again) is None and again.search.config == cfg.search.config
+    assert config_diff(cfg, load_config(p, ["search.algo=mcts", "search.config.simulations=9",
+                                           "search.config.expand_n=2"])) == "search.config.simulations"
+
+
+def test_evaluation_takes_the_typed_search_config():
+    from search.testing import ScriptedPolicy, ToyEnv, chain_sum_policy
+    from selfimprove.evaluate import evaluate
+
+    env = ToyEnv()
+    probs = env.load("test", 6, seed=2)
+    cfg = MCTSConfig(simulations=4)
+
+    def run(config):
+        out = evaluate(env, probs, ScriptedPolicy(chain_sum_policy()), k=2, search_algo="mcts", search_config=config)
+        return {k: v for k, v in out.items() if not k.endswith("_s")}
+
+    assert run(cfg) == run({"simulations": 4}) and run(cfg)["search_acc"] is not None
+    assert cfg.verifier is True  # the held-out run hides the verifier on a copy
 
 
 def test_examples_are_valid():

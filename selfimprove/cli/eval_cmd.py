@@ -41,12 +41,12 @@ def eval_cmd(
 
         vm = HFValueModel(value, device=device)
     if search is not None:
-        from search.registry import ALGORITHMS
+        from envs.errors import UserError
+        from search.registry import unknown_algorithm
 
-        if search not in ALGORITHMS:
-            from envs.errors import UserError
-
-            raise UserError(f"--search: unknown algorithm '{search}' (choose from: {', '.join(ALGORITHMS)})")
+        why = unknown_algorithm(search, noun="algorithm")
+        if why is not None:
+            raise UserError(f"--search: {why}")
     t0 = time.perf_counter()
     with Progress(console=err_console, transient=True, disable=as_json) as bars:
         task = bars.add_task("evaluating", total=None)
