@@ -31,9 +31,9 @@ BATCHES = (1, 8, 32, 128)
 
 def tiny_model_dir(out: str) -> str:
     """The tiny policy's architecture with random weights and an arithmetic tokenizer."""
-    from agents.policy_init import ARCH
     from agents.tiny import build_llama, train_tokenizer
     from envs.registry import make_env
+    from selfimprove.train.tiny_policy import ARCH
 
     env = make_env("arithmetic")
     probs = env.load("train", 2000, 0)
@@ -73,7 +73,7 @@ def main() -> None:
 
     import torch
 
-    from agents.hf import HFPolicy
+    from agents import load_policy
     from envs.registry import make_env
 
     torch.set_num_threads(args.threads)
@@ -82,7 +82,7 @@ def main() -> None:
     env = make_env("arithmetic")
     prompts = [env.prompt(p) for p in env.load("test", max(BATCHES), 0)]
 
-    hf = HFPolicy(model_dir, max_batch=max(BATCHES))
+    hf = load_policy(model_dir, max_batch=max(BATCHES))
     hf_tps = measure(hf, prompts, args.tokens, args.rounds)
     result = {"threads": args.threads, "tokens_per_sequence": args.tokens, "rounds": args.rounds,
               "hf_tokens_per_s": {b: round(v) for b, v in hf_tps.items()},

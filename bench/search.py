@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from agents.hf import HFPolicy
+    from agents import load_policy
     from envs.registry import make_env
     from search.api import run_search
     from selfimprove.cli.run_cmd import demo_config_text
@@ -116,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     for leaves in (1, 4):
         cfg = {"simulations": args.batching_sims, "parallel_leaves": leaves}
-        batched = run_search(env, probs, HFPolicy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0)
+        batched = run_search(env, probs, load_policy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0)
         b = batched.stats
         row = {"batched": {k: b[k] for k in ("wall_s", "model_s", "backend_calls", "mean_batch", "tokens")}}
         line = (f"    parallel_leaves={leaves}: batched {b['wall_s']:.1f} s ({b['backend_calls']} calls, "
                 f"mean batch {b['mean_batch']:.1f})")
         if not args.skip_sequential:
-            seq = run_search(env, probs, HFPolicy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0,
+            seq = run_search(env, probs, load_policy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0,
                              max_active=1)
             q = seq.stats
             same, diff = compare_trees(batched.trees, seq.trees)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     # tell methods a few points apart.
     probs = env.load("test", args.accuracy_problems, seed=0)
     print(f"(d) accuracy on {len(probs)} problems at matched generated tokens", flush=True)
-    pol = HFPolicy(policy_dir, seed=0)
+    pol = load_policy(policy_dir, seed=0)
     rows = {}
 
     def run(label, algo, config):

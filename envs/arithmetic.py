@@ -164,7 +164,7 @@ class ArithmeticEnv(Environment):
         return [self.problem(split, seed, i) for i in range(count)]
 
     def reference_steps(self, problem: Problem) -> list[str]:
-        ops, value = solve(self._expr(problem))
+        ops, value = solve(self.expression(problem))
         return [f"{a}{op}{b}={c}" for a, op, b, c in ops] + [f"A: {value}"]
 
     # --- text layout ----------------------------------------------------------------------------
@@ -173,10 +173,8 @@ class ArithmeticEnv(Environment):
         """The expression text of `problem` (metadata 'expression', else the prompt)."""
         return problem.metadata.get("expression", problem.prompt)
 
-    _expr = expression  # older name, kept for callers
-
     def prompt(self, problem: Problem) -> str:
-        return f"Q: {self._expr(problem)}\n"
+        return f"Q: {self.expression(problem)}\n"
 
     # --- verification ---------------------------------------------------------------------------
     def is_terminal(self, problem: Problem, steps: Sequence[str]) -> bool:
@@ -192,7 +190,7 @@ class ArithmeticEnv(Environment):
 
     def _state(self, problem: Problem, steps: Sequence[str]) -> list[int | str] | None:
         """The expression left after `steps` (wrong results carried forward); None if untrackable."""
-        tokens = tokenize(self._expr(problem))
+        tokens = tokenize(self.expression(problem))
         for step in steps:
             parsed = parse_step(step)
             k = next_operation(tokens)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from envs.base import Environment
+from envs.progress import Progress
 from envs.types import Problem
 from search.tree import Node, Tree
 
@@ -181,7 +182,7 @@ class Scheduler:
 
     def __init__(self, env: Environment, policy: Any, value_model: Any = None, *, max_batch: int = 256,
                  max_active: int | None = None, max_step_tokens: int = 64, top_p: float = 1.0,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Progress | None = None):
         self.env = env
         self.policy = policy
         self.value_model = value_model
@@ -260,7 +261,7 @@ class Scheduler:
                               wall_s=round(time.perf_counter() - ctx.start, 6), nodes=len(ctx.tree))
         self.stats["tokens"] += ctx.tokens
         if self.progress is not None:
-            self.progress(done, total)
+            self.progress.update(done, total)
 
     # --- policy phase ---------------------------------------------------------------------------
     def _policy_phase(self, active: list[_Job]) -> bool:

@@ -18,6 +18,7 @@ from typing import Literal
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
+from envs.base import Environment
 from search.tree import Node, Tree
 from selfimprove.pairs.records import PreferenceList, PreferencePair, Record
 
@@ -269,25 +270,18 @@ class StepCheckConfig(StrategyConfig):
     """Sibling pairs judged by the environment's process verifier (``env.check_step``)."""
 
     min_visits: int = 0
-    env: str | None = Field(None, description="Environment whose check_step judges steps (the loop sets it).")
+    env: str | None = Field(None, description="Environment whose check_step judges steps (default: the env "
+                            "`extract` is handed, the run's in the loop).")
     knobs: dict = Field(default_factory=dict, description="That environment's knobs.")
     max_pairs_per_node: int = Field(2, ge=1, description="Wrong siblings paired with the best right one.")
 
 
-def step_check(tree: Tree, cfg: StepCheckConfig, rng: random.Random) -> list[Record]:
+def step_check(tree: Tree, cfg: StepCheckConfig, rng: random.Random, env: Environment) -> list[Record]:
     """At every node with children, the best verified-right child (by Q) vs its verified-wrong siblings.
 
     A child is right when ``env.check_step`` says True, wrong when it says False; None (the checker cannot
     judge) leaves the child out. Wrong siblings: lowest Q first.
     """
-    from envs.errors import UserError
-    from envs.registry import make_env
-
-    if cfg.env is None:
-        raise UserError("strategy 'step-check': field 'env': an environment with check_step is needed")
-    env = _env_cache.get((cfg.env, repr(sorted(cfg.knobs.items()))))
-    if env is None:
-        env = _env_cache[(cfg.env, repr(sorted(cfg.knobs.items())))] = make_env(cfg.env, cfg.knobs)
     out: list[Record] = []
     for p in sorted(tree, key=lambda n: n.id):
         kids = [c for c in tree.children(p.id) if c.visits >= cfg.min_visits]
@@ -304,15 +298,16 @@ def step_check(tree: Tree, cfg: StepCheckConfig, rng: random.Random) -> list[Rec
     return out
 
 
-_env_cache: dict = {}
-
-
 @dataclass(frozen=True)
 class Strategy:
+    """A strategy: its config class and its function fn(tree, config, rng) — with the environment as a
+    fourth argument when `needs_env` (a process verifier judges the steps)."""
+
     name: str
     config: type[StrategyConfig]
-    fn: Callable[[Tree, StrategyConfig, random.Random], list[Record]]
+    fn: Callable[..., list[Record]]
     description: str
+    needs_env: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
@@ -325,5 +320,6 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("ranked-list", RankedListConfig, ranked_list, "ranked continuations per decision point (TPO)"),
     Strategy("outcome", OutcomeConfig, outcome, "correct vs wrong whole solutions (baseline)"),
     Strategy("step-check", StepCheckConfig, step_check,
-             "verified-right step vs verified-wrong siblings, judged by the env's check_step (process verifier)"),
+             "verified-right step vs verified-wrong siblings, judged by the env's check_step (process verifier)",
+             needs_env=True),
 ]}

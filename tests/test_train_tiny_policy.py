@@ -1,4 +1,4 @@
-"""The tiny-policy build: injected wrong steps, tokenizer boundaries, a short real build, caching."""
+"""The tiny-policy build (selfimprove.train.tiny_policy): injected wrong steps, tokenizer boundaries, a short real build, caching."""
 
 from __future__ import annotations
 
@@ -7,16 +7,27 @@ import random
 
 import pytest
 
-from agents.policy_init import (
+from envs.arithmetic import parse_step
+from envs.errors import UserError
+from envs.progress import Progress
+from envs.registry import make_env
+from selfimprove.train.tiny_policy import (
     MANIFEST,
     build_tiny_policy,
     read_manifest,
     solution_steps,
     work_arithmetic,
 )
-from envs.arithmetic import parse_step
-from envs.errors import UserError
-from envs.registry import make_env
+
+
+class Stages(Progress):
+    """Records the stage of every progress report."""
+
+    def __init__(self):
+        self.stages: list[str] = []
+
+    def update(self, done, total=None, **info):
+        self.stages.append(info["stage"])
 
 
 def test_work_arithmetic_one_wrong_step_carried_forward():
@@ -49,7 +60,7 @@ def test_work_arithmetic_bug_is_carried_forward():
 
 
 def test_cached_dir_is_one_directory_per_setting(tmp_path):
-    from agents.policy_init import cached_dir
+    from selfimprove.train.tiny_policy import cached_dir
 
     plain = cached_dir(tmp_path, "arithmetic")
     assert plain == tmp_path / "arithmetic-seed0-stepsdefault"
@@ -86,9 +97,9 @@ def test_short_build_is_a_standard_hf_dir_and_cached(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "p"
-    calls = []
-    s = build_tiny_policy("arithmetic", out, steps=3, seed=0, eval_problems=4,
-                          progress=lambda stage, done, total: calls.append(stage))
+    reports = Stages()
+    s = build_tiny_policy("arithmetic", out, steps=3, seed=0, eval_problems=4, progress=reports)
+    calls = reports.stages
     assert s["cached"] is False and 0 <= s["greedy_accuracy"] <= s["best_of_16_accuracy"] <= 1
     assert s["vocab_size"] <= 1000 and s["params"] > 100_000 and s["build_seconds"] > 0
     assert "train" in calls and "eval" in calls
