@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,6 +18,9 @@ from torch import nn
 from agents.base import ValueModel
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "value_config.json"
@@ -26,7 +30,11 @@ FORMAT = "selfimprove-value/1"
 class ValueHeadModel(nn.Module):
     """Trunk (the base transformer of a causal LM) + Linear(hidden, 1) read at the last non-pad token."""
 
-    def __init__(self, trunk: nn.Module, tokenizer=None):
+    trunk: Any  # a transformers base model (nn.Module's own attribute typing would make it Tensor | Module)
+    tokenizer: Any
+    source_checkpoint: str | None = None
+
+    def __init__(self, trunk: PreTrainedModel, tokenizer=None):
         super().__init__()
         self.trunk = trunk
         self.tokenizer = tokenizer

@@ -37,7 +37,7 @@ def tiny_model_dir(out: str) -> str:
 
     env = make_env("arithmetic")
     probs = env.load("train", 2000, 0)
-    tok = train_tokenizer([env.render(p, env.reference_steps(p)) for p in probs], 1000, individual_digits=True)
+    tok = train_tokenizer([env.render(p, env.reference_steps(p) or []) for p in probs], 1000, individual_digits=True)
     model = build_llama(tok, seed=0, max_positions=512, **ARCH)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -63,7 +63,7 @@ def measure(policy, prompts, tokens: int, rounds: int) -> dict[int, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--model", help="policy directory (default: a random model of the tiny policy's shape)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
@@ -92,7 +92,7 @@ def main() -> None:
         print(f"  batch {b:4d}: {hf_tps[b]:9.0f} tokens/s   x{hf_tps[b] / hf_tps[1]:.2f} vs batch 1")
 
     try:
-        import vllm  # noqa: F401
+        import vllm  # noqa: F401  # pyright: ignore[reportMissingImports]
     except ImportError:
         vllm_ok = False
     else:

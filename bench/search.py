@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 # Run as `python bench/search.py`, this file's folder comes first on sys.path and would shadow the
 # `search` package: put the repository root there instead.
@@ -65,7 +66,7 @@ def bench_bookkeeping(problems: int, sims: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--policy", help="policy directory (default: the demo's tiny policy, built or reused)")
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--sims", type=int, default=32)
@@ -99,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     from selfimprove.config import parse_config
 
     demo = parse_config(yaml.safe_load(demo_config_text()), "demo.yaml")
-    policy_dir = args.policy
+    policy_dir: str | None = args.policy
     if policy_dir is None:
         from selfimprove.loop import build_tiny_base
 
         t0 = time.perf_counter()
-        policy_dir, info = build_tiny_base(demo)
+        built, info = build_tiny_base(demo)
+        policy_dir = str(built)
         print(f"    tiny policy: greedy {info['greedy_accuracy']:.2f}, pass@16 {info['best_of_16_accuracy']:.2f} "
               f"({'cached' if info.get('cached') else f'built in {time.perf_counter() - t0:.0f} s'})", flush=True)
     env = make_env(demo.env.name, demo.env.knobs)
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {"simulations": args.batching_sims, "parallel_leaves": leaves}
         batched = run_search(env, probs, load_policy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0)
         b = batched.stats
-        row = {"batched": {k: b[k] for k in ("wall_s", "model_s", "backend_calls", "mean_batch", "tokens")}}
+        row: dict[str, Any] = {"batched": {k: b[k] for k in ("wall_s", "model_s", "backend_calls", "mean_batch",
+                                                            "tokens")}}
         line = (f"    parallel_leaves={leaves}: batched {b['wall_s']:.1f} s ({b['backend_calls']} calls, "
                 f"mean batch {b['mean_batch']:.1f})")
         if not args.skip_sequential:

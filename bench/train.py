@@ -87,7 +87,7 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--prefix-steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=16)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from typing import cast
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
@@ -91,6 +92,11 @@ def next_operation(tokens: Sequence[int | str]) -> int | None:
     return 1
 
 
+def operation(tokens: Sequence[int | str], k: int) -> tuple[int, str, int]:
+    """The operation ``(a, op, b)`` around operator index `k` (see `next_operation`)."""
+    return cast(int, tokens[k - 1]), cast(str, tokens[k]), cast(int, tokens[k + 1])
+
+
 def reduce_once(tokens: Sequence[int | str], k: int, value: int) -> list[int | str]:
     """Replace ``a op b`` at operator index `k` by `value`."""
     return [*tokens[: k - 1], value, *tokens[k + 2:]]
@@ -101,11 +107,11 @@ def solve(expr: str) -> tuple[list[tuple[int, str, int, int]], int]:
     tokens = tokenize(expr)
     ops = []
     while (k := next_operation(tokens)) is not None:
-        a, op, b = tokens[k - 1], tokens[k], tokens[k + 1]
+        a, op, b = operation(tokens, k)
         c = _apply(a, op, b)
         ops.append((a, op, b, c))
         tokens = reduce_once(tokens, k, c)
-    return ops, tokens[0]
+    return ops, cast(int, tokens[0])
 
 
 def split_of(expr: str) -> Split:

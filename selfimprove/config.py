@@ -46,13 +46,13 @@ class EnvSection(Section):
 class TinyBuild(Section):
     """How `policy.path: tiny` builds the embedded policy (cached by these settings)."""
 
-    steps: int | None = Field(None, ge=1, description="SFT steps; None = the builder's default.")
+    steps: int | None = Field(default=None, ge=1, description="SFT steps; None = the builder's default.")
     seed: int = 0
-    cache_dir: str = Field(".cache/tiny-policy", description="Built policies live here, one per setting.")
+    cache_dir: str = Field(default=".cache/tiny-policy", description="Built policies live here, one per setting.")
 
 
 class PolicySection(Section):
-    path: str = Field(TINY, description="An HF model directory or GGUF file, or 'tiny' to build the embedded policy.")
+    path: str = Field(default=TINY, description="An HF model directory or GGUF file, or 'tiny' to build the embedded policy.")
     tiny: TinyBuild = Field(default_factory=TinyBuild)
     backend: Literal["hf", "vllm"] = "hf"
     device: str = "cpu"
@@ -61,13 +61,13 @@ class PolicySection(Section):
 class ValueTraining(ValueTrainConfig):
     """The value trainer's config with the loop's defaults (a fresh head on the tiny policy learns fast)."""
 
-    epochs: int = Field(2, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(default=2, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
 
 
 class ValueSection(Section):
     enabled: bool = False
-    init: str = Field("policy", description="'policy' (a value head on the current policy's trunk) or a value-model directory.")
+    init: str = Field(default="policy", description="'policy' (a value head on the current policy's trunk) or a value-model directory.")
     training: ValueTraining = Field(default_factory=ValueTraining)
 
 
@@ -80,7 +80,7 @@ class SearchSection(Section):
 
 class PairsSection(Section):
     strategy: str = "q-gap"
-    config: StrategyConfig = Field(default_factory=dict, validate_default=True,  # type: ignore[arg-type]
+    config: StrategyConfig = Field(default_factory=StrategyConfig, validate_default=True,
                                    description="The strategy's config, parsed into the strategy's own class.")
 
     @field_validator("strategy")
@@ -96,6 +96,8 @@ class PairsSection(Section):
         strategy = info.data.get("strategy")  # absent when the strategy itself failed validation
         if strategy is None or isinstance(v, STRATEGIES[strategy].config):
             return v
+        if isinstance(v, StrategyConfig):  # the default, or another strategy's: keep what it set
+            v = v.model_dump(exclude_unset=True)
         return STRATEGIES[strategy].config.model_validate(v if v is not None else {})
 
     @field_serializer("config")
@@ -110,8 +112,8 @@ class TrainSection(PolicyTrainConfig):
     Older run configs held trainer keywords under `train.options`; they are read as fields of this section.
     """
 
-    lr: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
-    max_length: int = Field(256, ge=8, description="Token limit of prompt + completion.")
+    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate (AdamW).")
+    max_length: int = Field(default=256, ge=8, description="Token limit of prompt + completion.")
 
     @model_validator(mode="before")
     @classmethod
@@ -129,17 +131,17 @@ class TrainSection(PolicyTrainConfig):
 
 
 class EvalSection(Section):
-    problems: int = Field(100, ge=1, description="Held-out problems, fixed for the whole run.")
-    k: int = Field(8, ge=1, description="Samples per problem for maj@k and pass@k.")
-    temperature: float = Field(1.0, gt=0)
-    search: bool = Field(False, description="Also evaluate the run's search algorithm on the held-out split.")
-    max_batch: int = Field(256, ge=1)
+    problems: int = Field(default=100, ge=1, description="Held-out problems, fixed for the whole run.")
+    k: int = Field(default=8, ge=1, description="Samples per problem for maj@k and pass@k.")
+    temperature: float = Field(default=1.0, gt=0)
+    search: bool = Field(default=False, description="Also evaluate the run's search algorithm on the held-out split.")
+    max_batch: int = Field(default=256, ge=1)
 
 
 class RunConfig(Section):
-    name: str | None = Field(None, description="Run name; the run directory is runs/<name> (default: the file's stem).")
+    name: str | None = Field(default=None, description="Run name; the run directory is runs/<name> (default: the file's stem).")
     seed: int = 0
-    iterations: int = Field(3, ge=1)
+    iterations: int = Field(default=3, ge=1)
     env: EnvSection = Field(default_factory=EnvSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     value: ValueSection = Field(default_factory=ValueSection)

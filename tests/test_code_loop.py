@@ -36,7 +36,7 @@ def code_policy_dir(tiny_policy_dir, tmp_path_factory):
     from selfimprove.train import train_policy
 
     env = make_env("code-tiny", KNOBS)
-    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p))[len(env.prompt(p)):]}
+    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p) or [])[len(env.prompt(p)):]}
                for p in env.load("train", 160, seed=7)]
     out = tmp_path_factory.mktemp("code_policy")
     train_policy(tiny_policy_dir, records, out, {"loss": "sft", "lr": 3e-3, "epochs": 15, "batch_size": 16,

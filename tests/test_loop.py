@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from envs.progress import Progress
 from envs.registry import make_env
 from selfimprove.config import parse_config
 from selfimprove.loop import run_loop
@@ -31,12 +33,25 @@ def warm_policy_dir(tiny_policy_dir, tmp_path_factory):
     from selfimprove.train import train_policy
 
     env = make_env("arithmetic", KNOBS)
-    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p))[len(env.prompt(p)):]}
+    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p) or [])[len(env.prompt(p)):]}
                for p in env.load("train", 160, seed=123)]
     out = tmp_path_factory.mktemp("warm_policy")
     train_policy(tiny_policy_dir, records, out, {"loss": "sft", "lr": 3e-3, "epochs": 15, "batch_size": 16,
                                                  "max_length": 256}, seed=0)
     return str(out)
+
+
+class Reports(Progress):
+    """Every update, with the phase it came in."""
+
+    def __init__(self):
+        self.phase_name, self.updates = "", []
+
+    def phase(self, name, total=None):
+        self.phase_name = name
+
+    def update(self, done, total=None, **info):
+        self.updates.append((self.phase_name, (done, total, info)))
 
 
 def tiny_config(policy_dir: str, **over) -> dict:
@@ -65,7 +80,8 @@ ARTIFACTS = ["config.yaml", "summary.json", "summary.png"] + [
 def counts(run: Path) -> dict:
     """What must match between an uninterrupted and a resumed run."""
     summary = json.loads((run / "summary.json").read_text())
-    out = {"rows": [{k: r[k] for k in ("iteration", "greedy_acc", "maj_acc", "pass_acc", "pairs", "tokens")}
+    out: dict[str | int, Any] = {"rows": [{k: r[k] for k in ("iteration", "greedy_acc", "maj_acc", "pass_acc",
+                                                              "pairs", "tokens")}
                     for r in summary["rows"]]}
     for i in range(2):
         m = json.loads((run / f"iter-{i:03d}" / "metrics.json").read_text())
@@ -81,7 +97,8 @@ def test_loop_smoke(tmp_path, warm_policy_dir):
 
     cfg = parse_config(tiny_config(warm_policy_dir), "smoke.yaml")
     run = tmp_path / "run"
-    summary = run_loop(cfg, run)
+    reports = Reports()
+    summary = run_loop(cfg, run, progress=reports)
     for rel in ARTIFACTS:
         assert (run / rel).exists(), rel
     assert [r["iteration"] for r in summary["rows"]] == [-1, 0, 1]
@@ -97,6 +114,15 @@ def test_loop_smoke(tmp_path, warm_policy_dir):
     assert max(len(line) for line in text.splitlines()) <= 80
     # a finished run resumes to the same summary without redoing anything
     assert run_loop(cfg, run, resume=True)["rows"] == summary["rows"]
+    # one progress protocol all the way down: search counts problems, training reports its loss per step,
+    # evaluation tags its parts
+    phases = [p for p, _ in reports.updates]
+    assert phases[0] == "baseline" and "iter 0 search" in phases and "iter 1 train" in phases
+    search = [(d, t) for p, (d, t, _) in reports.updates if p == "iter 0 search"]
+    assert search[-1] == (3, 3)
+    train = [i for p, (_, _, i) in reports.updates if p == "iter 0 train"]
+    assert train and all(isinstance(i["loss"], float) for i in train)
+    assert {i.get("stage") for p, (_, _, i) in reports.updates if p == "iter 0 eval"} == {"greedy", "best-of-k"}
 
 
 # A loop run that SIGKILLs itself at the first progress report of one phase, i.e. in the middle of that stage.

@@ -19,7 +19,7 @@ def trees_and_policy(tmp_path_factory):
     from selfimprove.config import RunConfig
     from selfimprove.loop import build_tiny_base
 
-    path, built = build_tiny_base(RunConfig(env={"name": "arithmetic", "knobs": KNOBS}))
+    path, built = build_tiny_base(RunConfig.model_validate({"env": {"name": "arithmetic", "knobs": KNOBS}}))
     policy = str(path)
     # the pairs only carry signal when the search finds right and wrong steps (measured: greedy 0.5, pass@16 0.78)
     assert built["best_of_16_accuracy"] >= 0.5, f"the tiny policy is too weak to test training on: {built}"

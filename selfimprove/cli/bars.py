@@ -49,8 +49,8 @@ class Bars(Progress):
         stage = info.get("stage")
         if self.task is None or (not self.phased and stage != self.stage):
             self._finish()
-            self.task = self.bars.add_task(self.stages.get(stage, stage) if stage else self.label, total=total,
-                                           info="")
+            name = self.stages.get(stage, str(stage)) if stage else self.label
+            self.task = self.bars.add_task(name, total=total, info="")
         self.stage = stage
         loss = info.get("loss")
         self.bars.update(self.task, completed=done, total=total,

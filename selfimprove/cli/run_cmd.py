@@ -44,7 +44,8 @@ def _show_one_tree(run_dir: Path, iteration: int, out) -> None:
         return
     per_tree: dict[str, int] = {}
     for p in pairs:
-        per_tree[p.get("tree_id")] = per_tree.get(p.get("tree_id"), 0) + 1
+        if (tid := p.get("tree_id")) is not None:
+            per_tree[tid] = per_tree.get(tid, 0) + 1
     # the tree with the most extracted pairs that still reads on one screen
     tree = max(trees, key=lambda t: (len(t) <= 40, per_tree.get(t.id, 0), -len(t)))
     out.print(f"one tree from iteration {iteration} (selfimprove tree show {run.trees(iteration)} "
@@ -64,7 +65,7 @@ def run_cmd(
     from selfimprove.config import load_config
 
     cfg = load_config(config, overrides)
-    run_and_report(cfg, out or Path("runs") / cfg.name, resume=resume, as_json=as_json)
+    run_and_report(cfg, out or Path("runs") / (cfg.name or config.stem), resume=resume, as_json=as_json)
 
 
 DEMO_CONFIG = "demo.yaml"

@@ -28,9 +28,9 @@ class StrategyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    delimiter: str = Field("\n", description="Step delimiter appended to each step (the env's).")
-    continuation: bool = Field(False, description="Append each compared step's best continuation (by Q).")
-    min_visits: int = Field(1, ge=0, description="Compared children need at least this many visits.")
+    delimiter: str = Field(default="\n", description="Step delimiter appended to each step (the env's).")
+    continuation: bool = Field(default=False, description="Append each compared step's best continuation (by Q).")
+    min_visits: int = Field(default=1, ge=0, description="Compared children need at least this many visits.")
 
 
 # --- tree helpers -----------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def first_error(tree: Tree, cfg: FirstErrorConfig, rng: random.Random) -> list[R
     wrong = sorted((n for n in tree.terminals() if not n.correct and n.score is not None), key=lambda n: n.id)
     for leaf in wrong:
         err = next((n for n in tree.path(leaf.id)[1:] if bad(n)), None)
-        if err is None or err.id in seen:
+        if err is None or err.id in seen or err.parent is None:  # a step below the root has a parent
             continue
         seen.add(err.id)
         right = sorted((s for s in tree.siblings(err.id) if good(s) and s.visits >= cfg.min_visits), key=_order)
@@ -183,7 +183,7 @@ def selected_vs_pruned(tree: Tree, cfg: SelectedVsPrunedConfig, rng: random.Rand
     out: list[Record] = []
     for node in path[1:]:
         for sib in sorted(tree.siblings(node.id), key=lambda n: n.id):
-            if sib.visits >= cfg.min_visits:
+            if sib.visits >= cfg.min_visits and node.parent is not None:  # below the root: it has one
                 out.append(make_pair(tree, cfg, "selected-vs-pruned", node.parent, node, sib,
                                      margin=node.q - sib.q))
     return out

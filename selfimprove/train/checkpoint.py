@@ -18,7 +18,7 @@ from envs.io import atomic_write_json
 METRICS_FILE = "training_metrics.json"
 
 
-def load_trainable(policy_dir: str | os.PathLike):
+def load_trainable(policy_dir: str | os.PathLike) -> tuple[Any, Any]:
     """(model, tokenizer) of a local HF directory or GGUF file, on the GPU when there is one, to train.
 
     Not a backend (agents.load_policy builds those, for search): the raw transformers model.

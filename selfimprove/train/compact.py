@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
+import selfimprove.train.losses as L
 from envs.progress import SILENT, Progress
 from selfimprove.pairs.records import Record
-from selfimprove.train import losses as L
 from selfimprove.train.checkpoint import load_trainable, peak_rss_mb, save_trained
 from selfimprove.train.config import PolicyTrainConfig
 from selfimprove.train.data import Batch, Example, batches, collate, tokenize
 from selfimprove.train.fit import fit, linear_schedule
 from selfimprove.train.logps import shared_logps
-from selfimprove.train.reference import attach_reference, mean_margin
+from selfimprove.train.reference import attach_reference, mean_margin, reference_items
 
 
 def batch_loss(model, batch: Batch, loss: str, beta: float, alpha: float,
@@ -54,7 +54,7 @@ def batch_loss(model, batch: Batch, loss: str, beta: float, alpha: float,
         return value, {"margin": m.mean().item(), "accuracy": (m > 0).float().mean().item()}
     ci = torch.tensor([ii[0] for ii in batch.item_index], device=dev)
     ri = torch.tensor([ii[1] for ii in batch.item_index], device=dev)
-    ref = torch.stack([_ref_items(ex) for ex in batch.examples]).to(dev)
+    ref = torch.stack([reference_items(ex) for ex in batch.examples]).to(dev)
     chosen, rejected = comp[ci] - ref[:, 0], comp[ri] - ref[:, 1]
     lens = batch.packed.completion_lengths.to(dev).to(comp.dtype)
     per = L.pair_loss(loss, chosen=chosen, rejected=rejected, beta=beta,
@@ -64,12 +64,6 @@ def batch_loss(model, batch: Batch, loss: str, beta: float, alpha: float,
     value = (per * w).sum() / w.sum().clamp(min=1e-12)
     h = (chosen - rejected).detach()
     return value, {"margin": (beta * h).mean().item(), "accuracy": (h > 0).float().mean().item()}
-
-
-def _ref_items(ex: Example) -> torch.Tensor:
-    if ex.ref_items is None:
-        raise RuntimeError("attach_reference must run before the loss")
-    return ex.ref_items
 
 
 def wrap_lora(model, r: int, alpha: int):
@@ -85,6 +79,7 @@ def train_compact(policy_dir: str | os.PathLike, records: list[Record], out_dir:
                   eval_records: list[Record] | None, progress: Progress = SILENT) -> dict[str, Any]:
     """Train on `records` and write the new policy into `out_dir`; returns the metrics (also saved there)."""
     torch.manual_seed(seed)
+    model: Any
     model, tok = load_trainable(policy_dir)
     loss = cfg.loss
     examples = tokenize(records, tok, max_length=cfg.max_length, as_lists=loss == "tpo")

@@ -56,22 +56,22 @@ class PolicyTrainConfig(TrainerConfig):
     (`trl.DPOTrainer`: dpo, step-dpo, ipo, rpo). SFT ignores beta, alpha, LoRA and the backend.
     """
 
-    loss: str = Field("step-dpo", description=f"One of: {', '.join(LOSSES)}.")
-    beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference (β).")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1, description="Records per optimizer step.")
-    max_length: int = Field(1024, ge=1, description="Token limit of prompt + completion.")
-    lora: bool = Field(False, description="Train a LoRA adapter (merged into the saved model).")
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    alpha: float = Field(1.0, description="Weight of rpo's NLL term.")
+    loss: str = Field(default="step-dpo", description=f"One of: {', '.join(LOSSES)}.")
+    beta: float = Field(default=0.1, gt=0, description="Strength of the KL anchor to the reference (β).")
+    lr: float = Field(default=1e-5, gt=0, description="Peak learning rate (AdamW).")
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1, description="Records per optimizer step.")
+    max_length: int = Field(default=1024, ge=1, description="Token limit of prompt + completion.")
+    lora: bool = Field(default=False, description="Train a LoRA adapter (merged into the saved model).")
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    alpha: float = Field(default=1.0, description="Weight of rpo's NLL term.")
     backend: Literal["compact", "trl"] = "compact"
-    share_prefix: bool = Field(True, description="Encode a shared prompt once per batch (off: one row per "
+    share_prefix: bool = Field(default=True, description="Encode a shared prompt once per batch (off: one row per "
                                "completion; same results, slower).")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps before the linear decay.")
-    tpo_asr: bool = Field(True, description="TPO's Adaptive Step Reward (step-similarity weighting).")
+    grad_clip: float = Field(default=1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps before the linear decay.")
+    tpo_asr: bool = Field(default=True, description="TPO's Adaptive Step Reward (step-similarity weighting).")
 
     @field_validator("loss")
     @classmethod
@@ -93,15 +93,15 @@ class PolicyTrainConfig(TrainerConfig):
 class ValueTrainConfig(TrainerConfig):
     """How `train_value` trains: regression onto the node targets plus the sibling ranking loss."""
 
-    epochs: int = Field(3, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    heldout_fraction: float = Field(0.2, description="Trees held out for AUROC and MSE, in [0, 1).")
-    batch_size: int = Field(32, ge=1)
-    target: Literal["mc", "q"] = Field("mc", description="mc: subtree success rate; q: the MCTS Q.")
-    rank_weight: float = Field(1.0, ge=0, description="Weight of the sibling margin-ranking term.")
-    rank_margin: float = Field(0.1, description="Margin the better sibling's value must clear.")
-    rank_gap: float = Field(0.1, description="Siblings are ranked when their targets differ by more.")
-    max_length: int = Field(1024, ge=1, description="Longer prefixes are skipped.")
+    epochs: int = Field(default=3, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    heldout_fraction: float = Field(default=0.2, description="Trees held out for AUROC and MSE, in [0, 1).")
+    batch_size: int = Field(default=32, ge=1)
+    target: Literal["mc", "q"] = Field(default="mc", description="mc: subtree success rate; q: the MCTS Q.")
+    rank_weight: float = Field(default=1.0, ge=0, description="Weight of the sibling margin-ranking term.")
+    rank_margin: float = Field(default=0.1, description="Margin the better sibling's value must clear.")
+    rank_gap: float = Field(default=0.1, description="Siblings are ranked when their targets differ by more.")
+    max_length: int = Field(default=1024, ge=1, description="Longer prefixes are skipped.")
 
     @field_validator("heldout_fraction")
     @classmethod

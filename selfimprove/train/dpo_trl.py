@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
-from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_config import DPOConfig
+from trl.trainer.dpo_trainer import DPOTrainer
 
 from envs.progress import SILENT, Progress
 from selfimprove.pairs.records import Record
@@ -104,7 +105,7 @@ def train_trl(policy_dir: str | os.PathLike, records: list[Record], out_dir: str
         t0 = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - t0
-    trained = trainer.model
+    trained: Any = trainer.model
     if cfg.lora:
         trained = trained.merge_and_unload()
     hist = cb.history

@@ -18,11 +18,11 @@ from envs.progress import SILENT, Progress
 from selfimprove.pairs.records import Record, read_records
 from selfimprove.train.config import SFT, PolicyTrainConfig
 
-Records = Sequence[Record] | Sequence[dict] | str | os.PathLike
+Records = Sequence[Any] | str | os.PathLike  # preference records, or {prompt, completion} dicts for SFT
 SOURCE = "train config"
 
 
-def load_records(records_or_path: Sequence[Record] | str | os.PathLike) -> list[Record]:
+def load_records(records_or_path: Records) -> list[Record]:
     """Preference records from a JSONL path, or the given records as a list."""
     if isinstance(records_or_path, (str, os.PathLike)):
         return read_records(records_or_path)
@@ -47,7 +47,7 @@ def fit_policy(policy_dir: str | os.PathLike, records_or_path: Records, out_dir:
         sft = read_jsonl(records_or_path, required=("prompt", "completion")) \
             if isinstance(records_or_path, (str, os.PathLike)) else [dict(r) for r in records_or_path]
         return train_sft(policy_dir, sft, out_dir, cfg, seed=seed, progress=progress)
-    records = load_records(records_or_path)  # type: ignore[arg-type]  # preference records here
+    records = load_records(records_or_path)
     if not records:
         raise UserError(f"{records_or_path if isinstance(records_or_path, (str, os.PathLike)) else 'records'}: "
                         "no preference records to train on")

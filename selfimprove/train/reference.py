@@ -23,6 +23,13 @@ def attach_reference(model, examples: list[Example], pad_id: int, batch_size: in
     model.train(was_training)
 
 
+def reference_items(ex: Example) -> torch.Tensor:
+    """The reference logps of an example's items (attach_reference must have run)."""
+    if ex.ref_items is None:
+        raise RuntimeError("attach_reference must run before the reference log-probs are read")
+    return ex.ref_items
+
+
 @torch.no_grad()
 def mean_margin(model, examples: list[Example], pad_id: int, beta: float, batch_size: int = 32) -> dict:
     """Mean implicit-reward margin β·(D_chosen − D_rejected) and accuracy over examples (pairs: item 0 vs 1)."""
@@ -33,7 +40,7 @@ def mean_margin(model, examples: list[Example], pad_id: int, beta: float, batch_
         b = collate(examples[i : i + batch_size], pad_id)
         comp, _ = shared_logps(model, b.packed)
         for ex, ii in zip(b.examples, b.item_index, strict=True):
-            d = comp[ii].cpu() - ex.ref_items
+            d = comp[ii].cpu() - reference_items(ex)
             hs.append(float(d[0] - d[1:].mean()))
     model.train(was)
     return {"margin": beta * sum(hs) / max(1, len(hs)), "accuracy": sum(h > 0 for h in hs) / max(1, len(hs))}

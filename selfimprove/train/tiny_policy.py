@@ -25,10 +25,12 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from envs.errors import UserError
 from envs.io import atomic_dir
 from envs.progress import SILENT, Progress, Staged
+from selfimprove.train.fit import fit
 
 MANIFEST = "policy_build.json"
 FORMAT = "selfimprove-tiny-policy/1"
@@ -56,11 +58,11 @@ def work_arithmetic(expr: str, *, smaller_from_larger: bool = False, wrong_at: i
     wrong_at: operation index whose result is off by one of ERROR_OFFSETS (drawn from `rng`).
     Every mistake is carried forward: later steps use the wrong value.
     """
-    from envs.arithmetic import next_operation, reduce_once, tokenize
+    from envs.arithmetic import next_operation, operation, reduce_once, tokenize
 
     tokens, steps = tokenize(expr), []
     while (k := next_operation(tokens)) is not None:
-        a, op, b = tokens[k - 1], tokens[k], tokens[k + 1]
+        a, op, b = operation(tokens, k)
         c = a + b if op == "+" else a - b if op == "-" else a * b
         if smaller_from_larger and op == "-" and 0 <= a < b:
             c = -c
@@ -162,13 +164,12 @@ def _train(env, out: Path, *, steps: int, seed: int, progress: Progress) -> dict
     from transformers import GenerationConfig, get_cosine_schedule_with_warmup
 
     from agents.tiny import build_llama, train_tokenizer
-    from selfimprove.train.fit import fit
 
     rng = random.Random(seed)
     batch = OPTIM["batch"]
     problems = env.load("train", min(steps * batch, POOL_MAX), seed)
     prompts = [env.prompt(p) for p in problems]
-    tok = train_tokenizer((q + _solution_text(env, p, rng) for p, q in zip(problems[:4000], prompts, strict=False)),
+    tok: Any = train_tokenizer((q + _solution_text(env, p, rng) for p, q in zip(problems[:4000], prompts, strict=False)),
                           vocab_size=1000, individual_digits=True)
     eos, pad = tok.eos_token_id, tok.pad_token_id
     prompt_len = [len(ids) for ids in tok(prompts)["input_ids"]]
@@ -242,13 +243,15 @@ def evaluate_policy(env, policy_dir: str, *, seed: int = 0, count: int = EVAL_PR
     Whole solutions are generated in one call each (no step stop; EOS or a token cap), in big batches.
     """
     from agents import load_policy
+    from agents.loading import load_tokenizer, resolve_model_path
 
     policy = load_policy(policy_dir, seed=seed)
     problems = env.load("test", count, 0)
     prompts = [env.prompt(p) for p in problems]
     if max_tokens is None:
+        tok = load_tokenizer(resolve_model_path(policy_dir, what="policy"))
         ref = [env.render(p, env.reference_steps(p) or [])[len(q):] for p, q in zip(problems, prompts, strict=True)]
-        max_tokens = 2 * max(len(ids) for ids in policy.tokenizer(ref)["input_ids"]) + 8
+        max_tokens = 2 * max(len(ids) for ids in tok(ref)["input_ids"]) + 8
     t0 = time.perf_counter()
     greedy = policy.propose(prompts, 1, stop=(), temperature=0.0, max_step_tokens=max_tokens)
     progress.update(1, 1 + best_of)
