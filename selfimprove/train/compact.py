@@ -103,8 +103,13 @@ def train_compact(policy_dir: str | os.PathLike, records: list[Record], out_dir:
     total = sum(len(p) for p in plan)
     count = {"tokens": 0, "packed": 0}
 
+    # The collated batch stays alive until the next one is built, as in the loop this trainer had before
+    # the shared one: the float results here depend on tensor lifetimes (allocator reuse), and with this
+    # the demo's step-DPO reproduces bit for bit. (TPO varies ~1e-7 even between two identical runs.)
+    held: dict[str, Batch] = {}
+
     def step_loss(exs: list[Example]) -> tuple[torch.Tensor, dict]:
-        b = collate(exs, pad, share_prefix=cfg.share_prefix)
+        held["batch"] = b = collate(exs, pad, share_prefix=cfg.share_prefix)
         value, stats = batch_loss(model, b, loss, cfg.beta, cfg.alpha, asr=cfg.tpo_asr)
         count["tokens"] += sum(ex.num_tokens for ex in exs)
         count["packed"] += int(b.packed.input_ids.ne(pad).sum()) if cfg.share_prefix else 0
