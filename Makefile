@@ -51,8 +51,10 @@ $(VLLM_STAMP): pyproject.toml Makefile
 test-vllm: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/pytest -q -m vllm $(wildcard tests/test_*vllm*.py)
 
+# ruff, then pyright in basic mode (configured in pyproject.toml; its Node runtime comes as a wheel).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
 
 bench: $(STAMP)
 	$(PY) bench/generate.py && $(PY) bench/search.py && $(PY) bench/train.py && $(PY) bench/sandbox.py

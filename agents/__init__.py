@@ -6,20 +6,22 @@ from envs.errors import UserError
 BACKENDS = ("hf", "vllm")
 
 
-def load_policy(path: str, backend: str = "hf", **kw) -> Policy:
-    """A Policy on the checkpoint at `path` (HF directory, or GGUF file for "hf").
+def load_policy(path: str, backend: str = "hf", *, device: str = "cpu", seed: int = 0, **kw) -> Policy:
+    """A Policy on the checkpoint at `path` (HF directory, or GGUF file for "hf"): the one way to build a
+    backend for search and evaluation (training loads raw models: selfimprove.train.checkpoint).
 
-    backend "hf": agents.hf.HFPolicy(path, device=, dtype=, max_batch=, seed=);
-    backend "vllm": agents.vllm_backend.VLLMPolicy(path, seed=, gpu_memory_utilization=, ...).
+    backend "hf": agents.hf.HFPolicy(path, device=, seed=, dtype=, max_batch=);
+    backend "vllm": agents.vllm_backend.VLLMPolicy(path, seed=, gpu_memory_utilization=, ...), on the
+    device its build runs on (`device` is the HF backend's).
     """
     if backend == "hf":
         from agents.hf import HFPolicy
 
-        return HFPolicy(path, **kw)
+        return HFPolicy(path, device=device, seed=seed, **kw)
     if backend == "vllm":
         from agents.vllm_backend import VLLMPolicy
 
-        return VLLMPolicy(path, **kw)
+        return VLLMPolicy(path, seed=seed, **kw)
     raise UserError(f"unknown policy backend '{backend}'; use one of: {', '.join(BACKENDS)}")
 
 

@@ -17,7 +17,15 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
+from agents.base import (
+    MAX_STEP_TOKENS,
+    FinishReason,
+    Policy,
+    Sample,
+    check_propose_args,
+    prefix_seeds,
+    split_continuations,
+)
 from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
 
 # score(): cap on batch × length × vocab logits held at once (floats).
@@ -146,7 +154,7 @@ class HFPolicy(Policy):
         tokens: list[list[int]] = [[] for _ in range(B)]
         logprobs: list[list[float]] = [[] for _ in range(B)]
         tails = [""] * B  # recent decoded text, for spotting stop strings cheaply
-        finish: list[str] = ["length"] * B
+        finish: list[FinishReason] = ["length"] * B
         active = list(range(B))
         longest_stop = max((len(s) for s in stop), default=0)
         cache = None
@@ -205,7 +213,8 @@ class HFPolicy(Policy):
         gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))
         return (scores + gumbel).argmax(dim=-1)
 
-    def _finish(self, tokens: list[int], logprobs: list[float], finish: str, stop: tuple[str, ...]) -> Sample:
+    def _finish(self, tokens: list[int], logprobs: list[float], finish: FinishReason,
+                stop: tuple[str, ...]) -> Sample:
         body = tokens[:-1] if finish == "eos" else tokens
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         if finish == "stop":

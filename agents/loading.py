@@ -7,8 +7,10 @@ vLLM venv an older 4.x/5.x: the KV-cache keyword was renamed from `past_key_valu
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from envs.errors import UserError
 
@@ -30,7 +32,7 @@ class ModelSource:
         return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
 
-def resolve_model_path(path: str | Path, *, what: str = "model") -> ModelSource:
+def resolve_model_path(path: str | os.PathLike, *, what: str = "model") -> ModelSource:
     """Check `path` is an HF model directory (with config.json) or a .gguf file; UserError otherwise."""
     p = Path(path).expanduser()
     if not p.exists():
@@ -72,6 +74,7 @@ def load_causal_lm(src: ModelSource, *, device: str = "cpu", dtype: str = "float
     """An AutoModelForCausalLM in eval mode on `device`."""
     from transformers import AutoModelForCausalLM
 
+    model: Any  # transformers' own annotations of from_pretrained and .to() do not type-check
     try:
         model = AutoModelForCausalLM.from_pretrained(src.directory, dtype=torch_dtype(dtype), **src.kwargs())
     except TypeError:  # older transformers call it torch_dtype

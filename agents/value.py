@@ -8,10 +8,9 @@ the tokenizer, `value_head.safetensors` and `value_config.json`. Training lives 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,7 +18,9 @@ from torch import nn
 from agents.base import ValueModel
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
-from envs.io import replace_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "value_config.json"
@@ -29,7 +30,11 @@ FORMAT = "selfimprove-value/1"
 class ValueHeadModel(nn.Module):
     """Trunk (the base transformer of a causal LM) + Linear(hidden, 1) read at the last non-pad token."""
 
-    def __init__(self, trunk: nn.Module, tokenizer=None):
+    trunk: Any  # a transformers base model (nn.Module's own attribute typing would make it Tensor | Module)
+    tokenizer: Any
+    source_checkpoint: str | None = None
+
+    def __init__(self, trunk: PreTrainedModel, tokenizer=None):
         super().__init__()
         self.trunk = trunk
         self.tokenizer = tokenizer
@@ -83,25 +88,20 @@ class ValueHeadModel(nn.Module):
         return model
 
     def save_pretrained(self, path: str) -> None:
-        """Write the directory atomically: build it under a temp name beside `path`, then rename."""
+        """Write the directory (created when missing), like transformers' save_pretrained: the trunk, the
+        tokenizer, the head and value_config.json. Atomic replacement is the caller's (envs.io.atomic_dir)."""
         from safetensors.torch import save_file
 
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-        try:
-            self.trunk.save_pretrained(tmp)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
-            save_file({f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                      str(tmp / HEAD_FILE))
-            cfg = {"format": FORMAT, "hidden_size": self.head.in_features, "activation": "tanh",
-                   "readout": "last non-pad token", "source_checkpoint": getattr(self, "source_checkpoint", None)}
-            (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
-            replace_dir(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        dest.mkdir(parents=True, exist_ok=True)
+        self.trunk.save_pretrained(dest)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(dest)
+        save_file({f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(dest / HEAD_FILE))
+        cfg = {"format": FORMAT, "hidden_size": self.head.in_features, "activation": "tanh",
+               "readout": "last non-pad token", "source_checkpoint": getattr(self, "source_checkpoint", None)}
+        (dest / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 class HFValueModel(ValueModel):

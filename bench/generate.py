@@ -31,13 +31,13 @@ BATCHES = (1, 8, 32, 128)
 
 def tiny_model_dir(out: str) -> str:
     """The tiny policy's architecture with random weights and an arithmetic tokenizer."""
-    from agents.policy_init import ARCH
     from agents.tiny import build_llama, train_tokenizer
     from envs.registry import make_env
+    from selfimprove.train.tiny_policy import ARCH
 
     env = make_env("arithmetic")
     probs = env.load("train", 2000, 0)
-    tok = train_tokenizer([env.render(p, env.reference_steps(p)) for p in probs], 1000, individual_digits=True)
+    tok = train_tokenizer([env.render(p, env.reference_steps(p) or []) for p in probs], 1000, individual_digits=True)
     model = build_llama(tok, seed=0, max_positions=512, **ARCH)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -63,7 +63,7 @@ def measure(policy, prompts, tokens: int, rounds: int) -> dict[int, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--model", help="policy directory (default: a random model of the tiny policy's shape)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
@@ -73,7 +73,7 @@ def main() -> None:
 
     import torch
 
-    from agents.hf import HFPolicy
+    from agents import load_policy
     from envs.registry import make_env
 
     torch.set_num_threads(args.threads)
@@ -82,7 +82,7 @@ def main() -> None:
     env = make_env("arithmetic")
     prompts = [env.prompt(p) for p in env.load("test", max(BATCHES), 0)]
 
-    hf = HFPolicy(model_dir, max_batch=max(BATCHES))
+    hf = load_policy(model_dir, max_batch=max(BATCHES))
     hf_tps = measure(hf, prompts, args.tokens, args.rounds)
     result = {"threads": args.threads, "tokens_per_sequence": args.tokens, "rounds": args.rounds,
               "hf_tokens_per_s": {b: round(v) for b, v in hf_tps.items()},
@@ -92,7 +92,7 @@ def main() -> None:
         print(f"  batch {b:4d}: {hf_tps[b]:9.0f} tokens/s   x{hf_tps[b] / hf_tps[1]:.2f} vs batch 1")
 
     try:
-        import vllm  # noqa: F401
+        import vllm  # noqa: F401  # pyright: ignore[reportMissingImports]
     except ImportError:
         vllm_ok = False
     else:

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def timed(fn, n: int, workers: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--n", type=int, default=120, help="executions per mode per round")
     ap.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
     ap.add_argument("--rounds", type=int, default=3)
@@ -53,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
 
     python = _python()[0]
-    runners = {"bare subprocess": lambda: bare_once(python)}
+    runners: dict[str, Callable[[], object]] = {"bare subprocess": lambda: bare_once(python)}
     for mode in ("bwrap", "fallback"):
         why = available(mode)
         if why is not None:

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 # Run as `python bench/search.py`, this file's folder comes first on sys.path and would shadow the
 # `search` package: put the repository root there instead.
@@ -65,7 +66,7 @@ def bench_bookkeeping(problems: int, sims: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--policy", help="policy directory (default: the demo's tiny policy, built or reused)")
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--sims", type=int, default=32)
@@ -92,19 +93,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from agents.hf import HFPolicy
+    from agents import load_policy
     from envs.registry import make_env
     from search.api import run_search
     from selfimprove.cli.run_cmd import demo_config_text
     from selfimprove.config import parse_config
 
     demo = parse_config(yaml.safe_load(demo_config_text()), "demo.yaml")
-    policy_dir = args.policy
+    policy_dir: str | None = args.policy
     if policy_dir is None:
         from selfimprove.loop import build_tiny_base
 
         t0 = time.perf_counter()
-        policy_dir, info = build_tiny_base(demo)
+        built, info = build_tiny_base(demo)
+        policy_dir = str(built)
         print(f"    tiny policy: greedy {info['greedy_accuracy']:.2f}, pass@16 {info['best_of_16_accuracy']:.2f} "
               f"({'cached' if info.get('cached') else f'built in {time.perf_counter() - t0:.0f} s'})", flush=True)
     env = make_env(demo.env.name, demo.env.knobs)
@@ -116,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     for leaves in (1, 4):
         cfg = {"simulations": args.batching_sims, "parallel_leaves": leaves}
-        batched = run_search(env, probs, HFPolicy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0)
+        batched = run_search(env, probs, load_policy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0)
         b = batched.stats
-        row = {"batched": {k: b[k] for k in ("wall_s", "model_s", "backend_calls", "mean_batch", "tokens")}}
+        row: dict[str, Any] = {"batched": {k: b[k] for k in ("wall_s", "model_s", "backend_calls", "mean_batch",
+                                                            "tokens")}}
         line = (f"    parallel_leaves={leaves}: batched {b['wall_s']:.1f} s ({b['backend_calls']} calls, "
                 f"mean batch {b['mean_batch']:.1f})")
         if not args.skip_sequential:
-            seq = run_search(env, probs, HFPolicy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0,
+            seq = run_search(env, probs, load_policy(policy_dir, seed=0), algo="mcts", config=cfg, seed=0,
                              max_active=1)
             q = seq.stats
             same, diff = compare_trees(batched.trees, seq.trees)
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     # tell methods a few points apart.
     probs = env.load("test", args.accuracy_problems, seed=0)
     print(f"(d) accuracy on {len(probs)} problems at matched generated tokens", flush=True)
-    pol = HFPolicy(policy_dir, seed=0)
+    pol = load_policy(policy_dir, seed=0)
     rows = {}
 
     def run(label, algo, config):

@@ -75,8 +75,9 @@ def worker(args) -> None:
     base = rss_mb()
     backend, share = {"ours": ("compact", True), "ours-noshare": ("compact", False), "trl": ("trl", True)}[args.worker]
     t0 = time.perf_counter()
-    m = train_policy(args.policy, args.data, args.out, loss="dpo", beta=0.1, lr=1e-4, epochs=1,
-                     batch_size=args.batch_size, backend=backend, share_prefix=share, seed=0, max_length=512)
+    m = train_policy(args.policy, args.data, args.out, {"loss": "dpo", "beta": 0.1, "lr": 1e-4, "epochs": 1,
+                     "batch_size": args.batch_size, "backend": backend, "share_prefix": share, "max_length": 512},
+                     seed=0)
     total = time.perf_counter() - t0
     train_s = m["train_s"] + m.get("reference_s", 0.0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -86,7 +87,7 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--prefix-steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=16)

@@ -3,6 +3,6 @@
 from envs.base import EnvConfig, Environment
 from envs.errors import UserError
 from envs.registry import list_envs, make_env
-from envs.types import SCHEMA_VERSION, Problem, Step
+from envs.types import SCHEMA_VERSION, Problem
 
-__all__ = ["SCHEMA_VERSION", "EnvConfig", "Environment", "Problem", "Step", "UserError", "list_envs", "make_env"]
+__all__ = ["SCHEMA_VERSION", "EnvConfig", "Environment", "Problem", "UserError", "list_envs", "make_env"]

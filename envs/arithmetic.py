@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from typing import cast
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
@@ -91,6 +92,11 @@ def next_operation(tokens: Sequence[int | str]) -> int | None:
     return 1
 
 
+def operation(tokens: Sequence[int | str], k: int) -> tuple[int, str, int]:
+    """The operation ``(a, op, b)`` around operator index `k` (see `next_operation`)."""
+    return cast(int, tokens[k - 1]), cast(str, tokens[k]), cast(int, tokens[k + 1])
+
+
 def reduce_once(tokens: Sequence[int | str], k: int, value: int) -> list[int | str]:
     """Replace ``a op b`` at operator index `k` by `value`."""
     return [*tokens[: k - 1], value, *tokens[k + 2:]]
@@ -101,11 +107,11 @@ def solve(expr: str) -> tuple[list[tuple[int, str, int, int]], int]:
     tokens = tokenize(expr)
     ops = []
     while (k := next_operation(tokens)) is not None:
-        a, op, b = tokens[k - 1], tokens[k], tokens[k + 1]
+        a, op, b = operation(tokens, k)
         c = _apply(a, op, b)
         ops.append((a, op, b, c))
         tokens = reduce_once(tokens, k, c)
-    return ops, tokens[0]
+    return ops, cast(int, tokens[0])
 
 
 def split_of(expr: str) -> Split:
@@ -164,7 +170,7 @@ class ArithmeticEnv(Environment):
         return [self.problem(split, seed, i) for i in range(count)]
 
     def reference_steps(self, problem: Problem) -> list[str]:
-        ops, value = solve(self._expr(problem))
+        ops, value = solve(self.expression(problem))
         return [f"{a}{op}{b}={c}" for a, op, b, c in ops] + [f"A: {value}"]
 
     # --- text layout ----------------------------------------------------------------------------
@@ -173,10 +179,8 @@ class ArithmeticEnv(Environment):
         """The expression text of `problem` (metadata 'expression', else the prompt)."""
         return problem.metadata.get("expression", problem.prompt)
 
-    _expr = expression  # older name, kept for callers
-
     def prompt(self, problem: Problem) -> str:
-        return f"Q: {self._expr(problem)}\n"
+        return f"Q: {self.expression(problem)}\n"
 
     # --- verification ---------------------------------------------------------------------------
     def is_terminal(self, problem: Problem, steps: Sequence[str]) -> bool:
@@ -192,7 +196,7 @@ class ArithmeticEnv(Environment):
 
     def _state(self, problem: Problem, steps: Sequence[str]) -> list[int | str] | None:
         """The expression left after `steps` (wrong results carried forward); None if untrackable."""
-        tokens = tokenize(self._expr(problem))
+        tokens = tokenize(self.expression(problem))
         for step in steps:
             parsed = parse_step(step)
             k = next_operation(tokens)

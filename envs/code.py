@@ -86,7 +86,7 @@ def humaneval_checks(test: str, entry_point: str) -> list[Check]:
     check_fn = None
     if tree is not None:
         check_fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
-    if check_fn is None or not check_fn.args.args:
+    if tree is None or check_fn is None or not check_fn.args.args:
         return [Check(f"{test}\ncheck({entry_point})")]
     lines = test.splitlines()
     setup = "\n".join(_segment(lines, n) for n in tree.body if n is not check_fn)

@@ -58,7 +58,7 @@ class CountdownConfig(EnvConfig):
     @field_validator("max_numbers", "max_value", "max_target")
     @classmethod
     def _range(cls, v: int, info: ValidationInfo) -> int:
-        lo_name = "min_" + info.field_name.removeprefix("max_")
+        lo_name = "min_" + (info.field_name or "").removeprefix("max_")
         lo = info.data.get(lo_name)
         if lo is not None and v < lo:
             raise ValueError(f"{info.field_name} ({v}) must be >= {lo_name} ({lo})")
@@ -134,6 +134,7 @@ def evaluate(expr: str) -> tuple[Fraction, list[int]] | None:
 # --- solver ---------------------------------------------------------------------------------------
 # An item is (value, text, precedence): precedence 3 atom, 2 * and /, 1 + and -.
 _Item = tuple[int, str, int]
+_Ops = list[tuple[int, str, int, int]]
 
 
 def _combine(x: _Item, op: str, y: _Item) -> _Item | None:
@@ -162,9 +163,7 @@ def solve(numbers: Sequence[int], target: int, operators: str = "+-*/",
     """
     dead: set[tuple[int, ...]] = set()
     nodes = 0
-    Ops = list[tuple[int, str, int, int]]
-
-    def dfs(items: list[_Item]) -> tuple[Ops, str] | None:
+    def dfs(items: list[_Item]) -> tuple[_Ops, str] | None:
         nonlocal nodes
         if len(items) == 1:
             return ([], items[0][1]) if items[0][0] == target else None

@@ -9,10 +9,13 @@ class UserError(Exception):
     """
 
 
-def pydantic_message(err, source: str) -> str:
-    """One sentence from a pydantic ValidationError: the first failing field and why."""
+def pydantic_message(err, source: str, *, prefix: str = "") -> str:
+    """One sentence from a pydantic ValidationError: the first failing field and why.
+
+    prefix: the dotted path of the validated object inside a larger config (e.g. ``env.knobs``).
+    """
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first.get("loc", ())) or "(top level)"
+    loc = ".".join(p for p in (prefix, *(str(p) for p in first.get("loc", ()))) if p) or "(top level)"
     msg = first.get("msg", "invalid value")
     if first.get("type") == "extra_forbidden":
         msg = "unknown key"

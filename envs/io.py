@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,25 @@ def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+@contextmanager
+def atomic_dir(out: str | os.PathLike, **replace_kw: Any) -> Iterator[Path]:
+    """A fresh temp directory beside `out` to fill; swapped in whole by `replace_dir` when the block
+    finishes, removed when it raises. Keyword arguments go to `replace_dir`.
+
+    The one way a directory artifact (a checkpoint, a value model, the tiny policy) is written: the
+    caller opens it, the trainer writes into the directory it is given.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        replace_dir(tmp, out, **replace_kw)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Any, ClassVar, cast
 
 from envs.errors import UserError
 from envs.types import Problem
@@ -24,6 +25,9 @@ def held_out(text: str) -> bool:
 
 class FileSplits:
     """Mixin for environments whose config has `train_path` and `test_path`; subclasses define `parse_file`."""
+
+    name: ClassVar[str]  # the Environment's
+    config: Any          # the Environment's config: it has train_path and test_path
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,7 +62,8 @@ class FileSplits:
                 raise UserError(f"environment '{self.name}': field 'train_path': no train_path set")
             held = {p.prompt for p in test}
             return [p for p in self.read_file(c.train_path) if p.prompt not in held]
-        return [p for p in self.read_file(c.train_path) if held_out(p.prompt) == (split == "test")]
+        train_path = cast(str, c.train_path)  # set: one of the two paths is (checked above)
+        return [p for p in self.read_file(train_path) if held_out(p.prompt) == (split == "test")]
 
     def load(self, split: str, count: int, seed: int = 0) -> list[Problem]:
         """`count` problems of `split` in a seeded order (all of them when the files hold fewer)."""

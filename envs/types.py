@@ -1,4 +1,4 @@
-"""Core types shared by every package: a task problem and one reasoning step.
+"""Core types shared by every package: a task problem and the schema version of what is written.
 
 They live in `envs`, the bottom of the dependency chain (selfimprove → search → agents → envs), so that
 every package can import them.
@@ -23,18 +23,3 @@ class Problem(BaseModel):
     prompt: str = Field(description="The question as the user would read it (the env's template wraps it).")
     answer: str | None = Field(default=None, description="Reference answer, as text; None when only tests verify.")
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class Step(BaseModel):
-    """One reasoning step proposed by a policy: its text (without the step delimiter) and its logprobs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str
-    token_ids: list[int] = Field(default_factory=list)
-    token_logprobs: list[float] = Field(default_factory=list)
-    finish_reason: str = "stop"
-
-    @property
-    def logprob(self) -> float:
-        return float(sum(self.token_logprobs))

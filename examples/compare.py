@@ -27,7 +27,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--out", default="runs/compare")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()

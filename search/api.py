@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from envs.base import Environment
+from envs.progress import Progress
 from envs.types import Problem
 from search.context import SearchContext
 from search.registry import get_algorithm, make_config
@@ -37,7 +38,7 @@ def tree_score(tree: Tree) -> float:
 def run_search(env: Environment, problems: Sequence[Problem], policy: Policy, value_model: ValueModel | None = None,
                *, algo: str = "mcts", config: Mapping[str, Any] | BaseModel | None = None, seed: int = 0,
                max_batch: int = 256, checkpoint: str | None = None,
-               progress: Callable[[int, int], None] | None = None,
+               progress: Progress | None = None,
                max_active: int | None = None) -> SearchResult:
     """Run algorithm `algo` on every problem; requests of all problems share backend calls.
 

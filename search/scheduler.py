@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agents.base import MAX_STEP_TOKENS, Sample
 from envs.base import Environment
+from envs.progress import Progress
 from search.context import SearchContext
 from search.tree import Node
 from search.types import Evaluate, Extend, Policy, Propose, Request, RolloutStep, Search, ValueModel
@@ -68,7 +69,7 @@ class Scheduler:
 
     def __init__(self, env: Environment, policy: Policy, value_model: ValueModel | None = None, *,
                  max_batch: int = 256, max_active: int | None = None, max_step_tokens: int = MAX_STEP_TOKENS,
-                 top_p: float = 1.0, progress: Callable[[int, int], None] | None = None):
+                 top_p: float = 1.0, progress: Progress | None = None):
         self.env = env
         self.policy = policy
         self.value_model = value_model
@@ -147,7 +148,7 @@ class Scheduler:
                               wall_s=round(time.perf_counter() - ctx.start, 6), nodes=len(ctx.tree))
         self.stats["tokens"] += ctx.tokens
         if self.progress is not None:
-            self.progress(done, total)
+            self.progress.update(done, total)
 
     # --- policy phase ---------------------------------------------------------------------------
     def _policy_phase(self, active: list[_Job]) -> bool:

@@ -24,23 +24,23 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature of proposed steps (0 = greedy).")
-    max_step_tokens: int = Field(MAX_STEP_TOKENS, ge=1, description="Longest step the policy may generate, "
+    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature of proposed steps (0 = greedy).")
+    max_step_tokens: int = Field(default=MAX_STEP_TOKENS, ge=1, description="Longest step the policy may generate, "
                                                                      "in tokens.")
-    max_depth: int = Field(16, ge=1, description="A node at this depth is terminal.")
-    prior_alpha: float = Field(1.25, ge=0, description="Prior = exp(sum logprob / len^alpha), normalised.")
-    verifier: bool = Field(True, description="The search may use the verifier's verdict on terminal nodes "
+    max_depth: int = Field(default=16, ge=1, description="A node at this depth is terminal.")
+    prior_alpha: float = Field(default=1.25, ge=0, description="Prior = exp(sum logprob / len^alpha), normalised.")
+    verifier: bool = Field(default=True, description="The search may use the verifier's verdict on terminal nodes "
                                              "(training-time search with references); False at test time.")
-    correct_value: float = Field(1.0, description="Value of a verified-correct terminal.")
-    wrong_value: float = Field(-1.0, description="Value of a wrong terminal (MCTS-DPO: -1 or -0.5).")
-    token_budget: int | None = Field(None, ge=1, description="Generated-token budget per problem.")
-    wall_budget_s: float | None = Field(None, gt=0, description="Wall-time budget per problem, seconds.")
+    correct_value: float = Field(default=1.0, description="Value of a verified-correct terminal.")
+    wrong_value: float = Field(default=-1.0, description="Value of a wrong terminal (MCTS-DPO: -1 or -0.5).")
+    token_budget: int | None = Field(default=None, ge=1, description="Generated-token budget per problem.")
+    wall_budget_s: float | None = Field(default=None, gt=0, description="Wall-time budget per problem, seconds.")
 
 
 class ProcessCheckConfig(SearchConfig):
     """SearchConfig plus the env's process verifier, for the algorithms that act on a wrong step."""
 
-    step_check: bool = Field(False, description="Check every new step with the env's process verifier "
+    step_check: bool = Field(default=False, description="Check every new step with the env's process verifier "
                                                 "(`check_step`, e.g. arithmetic's calculator check): a step "
                                                 "it marks wrong is a dead end valued wrong_value, never "
                                                 "expanded, and a rollout stops there. No effect on envs "

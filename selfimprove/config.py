@@ -1,9 +1,10 @@
 """The run configuration: one YAML file, validated by pydantic, with `--set key.sub=value` overrides.
 
-Every section forbids unknown keys. The search algorithm's config is parsed into that algorithm's own
-config class while the schema validates. Cross-checks the schema cannot express (the environment's
-knobs, the pair strategy and its knobs, the loss name, model paths that must exist) run in `check`
-after parsing; every failure is one sentence naming the file and the field,
+Every section forbids unknown keys. The `train` section is the trainer's own config
+(`selfimprove.train.config.PolicyTrainConfig`), `value.training` the value trainer's; `search.config` and
+`pairs.config` are parsed into the algorithm's and the strategy's own config classes as the sections
+validate. Cross-checks the schema cannot express (the environment and its knobs, model paths that must
+exist) run in `check` after parsing; every failure is one sentence naming the file and the field,
 e.g. ``config.yaml: field 'search.algo': unknown algorithm 'mctz'``.
 """
 
@@ -23,13 +24,17 @@ from pydantic import (
     ValidationInfo,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from envs.errors import UserError, pydantic_message
 from search.types import SearchConfig
+from selfimprove.overrides import apply_overrides
+from selfimprove.pairs.strategies import STRATEGIES, StrategyConfig
+from selfimprove.train.config import PolicyTrainConfig, ValueTrainConfig
 
-LOSSES = ("step-dpo", "dpo", "ipo", "cdpo", "rpo", "tpo", "sft")
 TINY = "tiny"
+__all__ = ["TINY", "RunConfig", "apply_overrides", "check", "config_diff", "load_config", "parse_config"]
 
 
 class Section(BaseModel):
@@ -44,27 +49,28 @@ class EnvSection(Section):
 class TinyBuild(Section):
     """How `policy.path: tiny` builds the embedded policy (cached by these settings)."""
 
-    steps: int | None = Field(None, ge=1, description="SFT steps; None = the builder's default.")
+    steps: int | None = Field(default=None, ge=1, description="SFT steps; None = the builder's default.")
     seed: int = 0
-    cache_dir: str = Field(".cache/tiny-policy", description="Built policies live here, one per setting.")
+    cache_dir: str = Field(default=".cache/tiny-policy", description="Built policies live here, one per setting.")
 
 
 class PolicySection(Section):
-    path: str = Field(TINY, description="An HF model directory or GGUF file, or 'tiny' to build the embedded policy.")
+    path: str = Field(default=TINY, description="An HF model directory or GGUF file, or 'tiny' to build the embedded policy.")
     tiny: TinyBuild = Field(default_factory=TinyBuild)
     backend: Literal["hf", "vllm"] = "hf"
     device: str = "cpu"
 
 
-class ValueTraining(Section):
-    epochs: int = Field(2, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    heldout_fraction: float = Field(0.2, ge=0, lt=1)
+class ValueTraining(ValueTrainConfig):
+    """The value trainer's config with the loop's defaults (a fresh head on the tiny policy learns fast)."""
+
+    epochs: int = Field(default=2, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
 
 
 class ValueSection(Section):
     enabled: bool = False
-    init: str = Field("policy", description="'policy' (a value head on the current policy's trunk) or a value-model directory.")
+    init: str = Field(default="policy", description="'policy' (a value head on the current policy's trunk) or a value-model directory.")
     training: ValueTraining = Field(default_factory=ValueTraining)
 
 
@@ -76,8 +82,8 @@ class SearchSection(Section):
 
     algo: str = "mcts"
     config: SearchConfig = Field(default_factory=dict, validate_default=True, description="The algorithm's config.")
-    problems: int = Field(32, ge=1, description="Fresh training problems searched per iteration.")
-    max_batch: int = Field(256, ge=1)
+    problems: int = Field(default=32, ge=1, description="Fresh training problems searched per iteration.")
+    max_batch: int = Field(default=256, ge=1)
 
     @field_validator("algo")
     @classmethod
@@ -112,32 +118,68 @@ class SearchSection(Section):
 
 class PairsSection(Section):
     strategy: str = "q-gap"
-    config: dict[str, Any] = Field(default_factory=dict, description="The strategy's config.")
+    config: StrategyConfig = Field(default_factory=StrategyConfig, validate_default=True,
+                                   description="The strategy's config, parsed into the strategy's own class.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy '{v}' (choose from: {', '.join(STRATEGIES)})")
+        return v
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _strategy_config(cls, v: Any, info) -> Any:
+        strategy = info.data.get("strategy")  # absent when the strategy itself failed validation
+        if strategy is None or isinstance(v, STRATEGIES[strategy].config):
+            return v
+        if isinstance(v, StrategyConfig):  # the default, or another strategy's: keep what it set
+            v = v.model_dump(exclude_unset=True)
+        return STRATEGIES[strategy].config.model_validate(v if v is not None else {})
+
+    @field_serializer("config")
+    def _set_fields_only(self, v: StrategyConfig) -> dict[str, Any]:
+        """Only what the config set, as written (like any other mapping in config.yaml)."""
+        return v.model_dump(mode="json", exclude_unset=True)
 
 
-class TrainSection(Section):
-    loss: str = "step-dpo"
-    beta: float = Field(0.1, gt=0)
-    lr: float = Field(1e-4, gt=0)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lora: bool = False
-    max_length: int = Field(256, ge=8)
-    options: dict[str, Any] = Field(default_factory=dict, description="Further keyword arguments for the trainer.")
+class TrainSection(PolicyTrainConfig):
+    """The trainer's config with the loop's defaults (the tiny policy, short step completions).
+
+    Older run configs held trainer keywords under `train.options`; they are read as fields of this section.
+    """
+
+    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate (AdamW).")
+    max_length: int = Field(default=256, ge=8, description="Token limit of prompt + completion.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "options" in data:
+            data = dict(data)
+            options = data.pop("options") or {}
+            if not isinstance(options, dict):
+                raise ValueError("'options' must be a mapping of trainer fields")
+            both = sorted(set(options) & set(data))
+            if both:
+                raise ValueError(f"'{both[0]}' is set both in train and in train.options")
+            data.update(options)
+        return data
 
 
 class EvalSection(Section):
-    problems: int = Field(100, ge=1, description="Held-out problems, fixed for the whole run.")
-    k: int = Field(8, ge=1, description="Samples per problem for maj@k and pass@k.")
-    temperature: float = Field(1.0, gt=0)
-    search: bool = Field(False, description="Also evaluate the run's search algorithm on the held-out split.")
-    max_batch: int = Field(256, ge=1)
+    problems: int = Field(default=100, ge=1, description="Held-out problems, fixed for the whole run.")
+    k: int = Field(default=8, ge=1, description="Samples per problem for maj@k and pass@k.")
+    temperature: float = Field(default=1.0, gt=0)
+    search: bool = Field(default=False, description="Also evaluate the run's search algorithm on the held-out split.")
+    max_batch: int = Field(default=256, ge=1)
 
 
 class RunConfig(Section):
-    name: str | None = Field(None, description="Run name; the run directory is runs/<name> (default: the file's stem).")
+    name: str | None = Field(default=None, description="Run name; the run directory is runs/<name> (default: the file's stem).")
     seed: int = 0
-    iterations: int = Field(3, ge=1)
+    iterations: int = Field(default=3, ge=1)
     env: EnvSection = Field(default_factory=EnvSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     value: ValueSection = Field(default_factory=ValueSection)
@@ -148,39 +190,6 @@ class RunConfig(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-# --- overrides ------------------------------------------------------------------------------------
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`key.sub=value` pairs set into a copy of `raw`; the value is parsed as YAML (`3`, `true`, `[1]`)."""
-    out = _deepcopy(raw)
-    for item in overrides:
-        key, eq, text = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"--set '{item}': expected key.sub=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise UserError(f"--set '{item}': the value is not valid YAML") from None
-        node = out
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            elif not isinstance(nxt, dict):
-                raise UserError(f"--set '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
-            node = nxt
-        node[parts[-1]] = value
-    return out
-
-
-def _deepcopy(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deepcopy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deepcopy(v) for v in d]
-    return d
 
 
 # --- loading and cross-checks ---------------------------------------------------------------------
@@ -221,42 +230,26 @@ def _field_error(source: str, field: str, msg: str) -> UserError:
     return UserError(f"{source}: field '{field}': {msg}")
 
 
-def _sub_error(source: str, prefix: str, err: UserError | ValidationError) -> UserError:
-    """Re-home a nested error (knob, algorithm or strategy config) under the config's field path."""
-    if isinstance(err, ValidationError):
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        msg = "unknown key" if first.get("type") == "extra_forbidden" else first.get("msg", "invalid value")
-        return _field_error(source, f"{prefix}.{loc}" if loc else prefix, msg)
-    text = str(err)
-    if "field '" in text:  # "<what>: field 'x': msg" from pydantic_message
-        loc, _, msg = text.split("field '", 1)[1].partition("': ")
-        return _field_error(source, f"{prefix}.{loc}", msg)
-    return _field_error(source, prefix, text)
+def _sub_error(source: str, prefix: str, err: ValidationError) -> UserError:
+    """A nested config's validation error (knobs, algorithm config) under the run config's field path."""
+    return UserError(pydantic_message(err, source, prefix=prefix))
 
 
 def check(cfg: RunConfig, source: str) -> None:
     """Cross-checks beyond the schema: names that must exist in registries, paths that must exist."""
-    from envs.registry import make_env
+    from envs.registry import get_env_class
 
     try:
-        make_env(cfg.env.name, cfg.env.knobs)
+        env_cls = get_env_class(cfg.env.name)
     except UserError as e:
-        field = "env.name" if "unknown environment" in str(e) else "env.knobs"
-        raise _sub_error(source, field, e) from None
+        raise _field_error(source, "env.name", str(e)) from None
+    try:
+        env_cls(env_cls.Config.model_validate(cfg.env.knobs))
+    except ValidationError as e:
+        raise _sub_error(source, "env.knobs", e) from None
+    except UserError as e:
+        raise _field_error(source, "env.knobs", str(e)) from None
 
-    from selfimprove.pairs import STRATEGIES, make_config
-
-    if cfg.train.loss != "sft":
-        if cfg.pairs.strategy not in STRATEGIES:
-            raise _field_error(source, "pairs.strategy", f"unknown strategy '{cfg.pairs.strategy}' "
-                                                         f"(choose from: {', '.join(STRATEGIES)})")
-        try:
-            make_config(cfg.pairs.strategy, cfg.pairs.config)
-        except UserError as e:
-            raise _sub_error(source, "pairs.config", e) from None
-    if cfg.train.loss not in LOSSES:
-        raise _field_error(source, "train.loss", f"unknown loss '{cfg.train.loss}' (choose from: {', '.join(LOSSES)})")
     if cfg.train.loss == "tpo" and cfg.pairs.strategy != "ranked-list":
         raise _field_error(source, "pairs.strategy", "loss 'tpo' trains on ranked lists: use strategy 'ranked-list'")
 

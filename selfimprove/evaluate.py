@@ -10,10 +10,11 @@ search accuracy (with the verifier hidden from the answer choice).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envs.base import Environment
+from envs.progress import SILENT, Progress, Staged
 from envs.types import Problem
 from search.tree import Tree
 from search.types import SearchConfig
@@ -47,21 +48,18 @@ def _mean(xs: Sequence[float]) -> float:
 def evaluate(env: Environment, problems: list[Problem], policy, *, k: int = 8, temperature: float = 1.0,
              seed: int = 0, max_batch: int = 256, value_model=None, search_algo: str | None = None,
              search_config: SearchConfig | Mapping[str, Any] | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+             progress: Progress = SILENT) -> dict[str, Any]:
     """Accuracy figures of `policy` on `problems` (all fractions in [0, 1]) and the compute they took.
 
-    progress(phase, done, total) is called as each phase advances ("greedy", "best-of-k", "search").
+    Progress reports carry stage "greedy", "best-of-k", then "search".
     """
     from search.api import run_search
     from search.registry import make_config
 
-    def stage_progress(phase: str):
-        return (lambda done, total: progress(phase, done, total)) if progress else None
-
     out: dict[str, Any] = {"problems": len(problems), "k": k}
     t0 = time.perf_counter()
     greedy = run_search(env, problems, policy, None, algo="greedy", config={}, seed=seed, max_batch=max_batch,
-                        progress=stage_progress("greedy")).trees
+                        progress=Staged(progress, "greedy")).trees
     out["greedy_acc"] = _mean([answer_correct(t) for t in greedy])
     out["greedy_s"] = time.perf_counter() - t0
 
@@ -69,7 +67,7 @@ def evaluate(env: Environment, problems: list[Problem], policy, *, k: int = 8, t
     sampled = run_search(env, problems, policy, None, algo="best_of_n",
                          config={"n": k, "temperature": temperature, "vote": "majority"}, seed=seed,
                          max_batch=max_batch,
-                         progress=stage_progress("best-of-k")).trees
+                         progress=Staged(progress, "best-of-k")).trees
     out["maj_acc"] = _mean([answer_correct(t) for t in sampled])  # the majority vote's answer
     out["pass_acc"] = _mean([any(n.correct for n in t.terminals()) for t in sampled])
     div = [diversity(t) for t in sampled]
@@ -84,7 +82,7 @@ def evaluate(env: Environment, problems: list[Problem], policy, *, k: int = 8, t
         # Held-out: the answer is chosen blind.
         config = make_config(search_algo, search_config).model_copy(update={"verifier": False})
         searched = run_search(env, problems, policy, value_model, algo=search_algo, config=config,
-                              seed=seed, max_batch=max_batch, progress=stage_progress("search")).trees
+                              seed=seed, max_batch=max_batch, progress=Staged(progress, "search")).trees
         out["search_acc"] = _mean([answer_correct(t) for t in searched])
         out["search_s"] = time.perf_counter() - t0
         tokens += tree_tokens(searched)

@@ -14,9 +14,7 @@ before iteration 0 (row -1 of the summary).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,24 +22,13 @@ from typing import Any
 import yaml
 
 from envs.errors import UserError
-from envs.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from envs.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from envs.progress import SILENT, Progress
 from envs.registry import make_env
 from selfimprove.config import TINY, RunConfig, config_diff, parse_config
 from selfimprove.report import build_summary, row_from_metrics, write_plot, write_summary
 from selfimprove.rundir import RunDir
-
-
-class Progress:
-    """Callbacks the loop reports through; the CLI draws rich progress bars, tests pass nothing."""
-
-    def phase(self, name: str, total: int | None = None) -> None:
-        """A new phase starts (e.g. "iter 1 search"), with `total` units when known."""
-
-    def update(self, done: int, total: int | None = None) -> None:
-        """The current phase has finished `done` of `total` units."""
-
-    def log(self, message: str) -> None:
-        """A line worth showing (a stage finished, a stage skipped on resume)."""
+from selfimprove.train.config import SFT
 
 
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
@@ -50,12 +37,12 @@ def stage_seed(seed: int, iteration: int, stage: str) -> int:
     return seed * 1_000_003 + (iteration + 1) * 101 + offsets[stage]
 
 
-def build_tiny_base(cfg: RunConfig, progress=None) -> tuple[Path, dict[str, Any]]:
+def build_tiny_base(cfg: RunConfig, progress: Progress = SILENT) -> tuple[Path, dict[str, Any]]:
     """The embedded tiny policy for `cfg` (`policy.path: tiny`): its cache directory and build summary.
 
     Built once per (environment, knobs, seed, steps) under `policy.tiny.cache_dir`; later calls reuse it.
     """
-    from agents.policy_init import build_tiny_policy, cached_dir
+    from selfimprove.train.tiny_policy import build_tiny_policy, cached_dir
 
     tiny, knobs = cfg.policy.tiny, dict(cfg.env.knobs)
     out = cached_dir(tiny.cache_dir, cfg.env.name, seed=tiny.seed, steps=tiny.steps, knobs=knobs)
@@ -73,20 +60,16 @@ class Loop:
         self.cfg = cfg
         self.run = RunDir(run_dir)
         self.resume = resume
-        self.progress = progress or Progress()
+        self.progress = progress or SILENT
         self.env = make_env(cfg.env.name, cfg.env.knobs)
-        self._current: str | None = None  # key of the running stage
 
     # --- models ---------------------------------------------------------------------------------
     def _policy(self, path: str | Path, seed: int):
         """A fresh backend on `path` (HF: cheap to load, and fresh RNG state keeps stages reproducible)."""
-        if self.cfg.policy.backend == "hf":
-            from agents.hf import HFPolicy
-
-            return HFPolicy(str(path), device=self.cfg.policy.device, seed=seed)
         from agents import load_policy
 
-        return load_policy(str(path), backend=self.cfg.policy.backend)
+        pol = self.cfg.policy
+        return load_policy(str(path), backend=pol.backend, device=pol.device, seed=seed)
 
     def _value_model(self, path: Path | None):
         if path is None:
@@ -94,16 +77,6 @@ class Loop:
         from agents.value import HFValueModel
 
         return HFValueModel(str(path), device=self.cfg.policy.device)
-
-    def _tick(self, done: int, total: int | None = None) -> None:
-        """Progress of the running stage. Test hook: SELFIMPROVE_TEST_KILL=<stage key> SIGKILLs this
-        process at that stage's first progress report, i.e. in the middle of the stage."""
-        if self._current and os.environ.get("SELFIMPROVE_TEST_KILL") == self._current:
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.progress.update(done, total)
-
-    def _cb(self):
-        return lambda done, total, *_: self._tick(done, total)
 
     # --- setup ----------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -125,7 +98,7 @@ class Loop:
             return Path(pol.path).expanduser()
         self.progress.phase("build tiny policy")
         t0 = time.perf_counter()
-        out, summary = build_tiny_base(self.cfg, progress=lambda _s, d, t: self._tick(d, t))
+        out, summary = build_tiny_base(self.cfg, progress=self.progress)
         if self.run.done("base-policy") is None:
             summary["wall_s"] = time.perf_counter() - t0
             self.run.mark("base-policy", None, _jsonable(summary))
@@ -143,10 +116,8 @@ class Loop:
             self.progress.log(f"{label}: done earlier, skipped")
             return info
         self.progress.phase(label)
-        self._current = self.run.stage_key(name, i)
         t0 = time.perf_counter()
         info = fn()
-        self._current = None
         info["wall_s"] = time.perf_counter() - t0
         self.run.mark(name, i, info)
         self.progress.log(f"{label}: {_brief(info)}")
@@ -162,8 +133,7 @@ class Loop:
             return evaluate(self.env, problems, policy, k=ev.k, temperature=ev.temperature, seed=seed,
                             max_batch=ev.max_batch, value_model=self._value_model(value_dir),
                             search_algo=self.cfg.search.algo if ev.search else None,
-                            search_config=self.cfg.search.config,
-                            progress=lambda phase, d, t: self._tick(d, t))
+                            search_config=self.cfg.search.config, progress=self.progress)
         finally:
             policy.close()
 
@@ -178,7 +148,7 @@ class Loop:
         try:
             result = run_search(self.env, problems, policy, self._value_model(value_dir), algo=cfg.search.algo,
                                 config=cfg.search.config, seed=stage_seed(cfg.seed, i, "search"),
-                                max_batch=cfg.search.max_batch, progress=self._cb())
+                                max_batch=cfg.search.max_batch, progress=self.progress)
         finally:
             policy.close()
         n = write_trees(self.run.trees(i), result.trees)
@@ -192,35 +162,32 @@ class Loop:
         from search.tree import read_trees
 
         trees = read_trees(self.run.trees(i))
-        if self.cfg.train.loss == "sft":
-            from selfimprove.train_sft import verified_solutions
+        if self.cfg.train.loss == SFT:
+            from selfimprove.train.sft import verified_solutions
 
             records = verified_solutions(trees, iteration=i)
             atomic_write_jsonl(self.run.pairs(i), records)
             return {"strategy": "verified-solutions", "count": len(records)}
-        from selfimprove.pairs import STRATEGIES, extract, write_records
+        from selfimprove.pairs import extract, write_records
 
-        config = dict(self.cfg.pairs.config)
-        if "env" in STRATEGIES[self.cfg.pairs.strategy].config.model_fields and "env" not in config:
-            config.update(env=self.cfg.env.name, knobs=dict(self.cfg.env.knobs))  # a process verifier's env
-        records, stats = extract(trees, self.cfg.pairs.strategy, config, iteration=i,
-                                 seed=stage_seed(self.cfg.seed, i, "pairs"))
+        pairs = self.cfg.pairs
+        records, stats = extract(trees, pairs.strategy, pairs.config, iteration=i,
+                                 seed=stage_seed(self.cfg.seed, i, "pairs"), env=self.env)
         write_records(self.run.pairs(i), records)
         return dict(stats)
 
     def _value(self, i: int, policy_dir: Path) -> dict[str, Any]:
         from search.tree import read_trees
-        from selfimprove.train import train_value
+        from selfimprove.train import fit_value
 
         v = self.cfg.value
         prev = self._latest_value(i)
         init = prev if prev is not None else policy_dir if v.init == "policy" else Path(v.init)
         trees = read_trees(self.run.trees(i))
         try:
-            metrics = self.run.write_dir(self.run.value(i), lambda tmp: train_value(
-                trees, str(tmp), init_from=str(init), epochs=v.training.epochs, lr=v.training.lr,
-                seed=stage_seed(self.cfg.seed, i, "value"), heldout_fraction=v.training.heldout_fraction,
-                progress=self._cb()))
+            with self.run.atomic_dir(self.run.value(i)) as tmp:
+                metrics = fit_value(trees, tmp, v.training, init_from=str(init),
+                                    seed=stage_seed(self.cfg.seed, i, "value"), progress=self.progress)
         except UserError as e:  # e.g. no terminal nodes to learn from: keep the previous value model
             return {"skipped": str(e), "auroc": None}
         metrics = _jsonable(metrics)
@@ -236,24 +203,15 @@ class Loop:
         return None
 
     def _train(self, i: int, policy_dir: Path, n_records: int) -> dict[str, Any]:
-        t = self.cfg.train
-        seed = stage_seed(self.cfg.seed, i, "train")
-        if n_records == 0:  # nothing to learn from: the policy carries over unchanged
-            self.run.write_dir(self.run.policy(i), lambda tmp: shutil.copytree(policy_dir, tmp))
-            return {"skipped": "no training records", "loss": None}
-        if t.loss == "sft":
-            from selfimprove.train_sft import train_sft
+        from selfimprove.train import fit_policy
 
-            metrics = self.run.write_dir(self.run.policy(i), lambda tmp: train_sft(
-                policy_dir, read_jsonl(self.run.pairs(i)), tmp, lr=t.lr, epochs=t.epochs,
-                batch_size=t.batch_size, seed=seed, max_length=t.max_length, progress=self._cb()))
-            return _jsonable(metrics)
-        from selfimprove.train import train_policy
-
-        metrics = self.run.write_dir(self.run.policy(i), lambda tmp: train_policy(
-            str(policy_dir), str(self.run.pairs(i)), str(tmp), loss=t.loss, beta=t.beta, lr=t.lr,
-            epochs=t.epochs, batch_size=t.batch_size, lora=t.lora, ref_dir=str(policy_dir), seed=seed,
-            max_length=t.max_length, progress=lambda d, n, *_: self._tick(d, n), **t.options))
+        with self.run.atomic_dir(self.run.policy(i)) as tmp:
+            if n_records == 0:  # nothing to learn from: the policy carries over unchanged
+                shutil.copytree(policy_dir, tmp, dirs_exist_ok=True)
+                return {"skipped": "no training records", "loss": None}
+            metrics = fit_policy(str(policy_dir), str(self.run.pairs(i)), str(tmp), self.cfg.train,
+                                 ref_dir=str(policy_dir), seed=stage_seed(self.cfg.seed, i, "train"),
+                                 progress=self.progress)
         metrics = _jsonable(metrics)
         metrics.pop("history", None)
         return metrics

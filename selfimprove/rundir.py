@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from envs.errors import UserError
-from envs.io import atomic_write_json, replace_dir
+from envs.io import atomic_dir, atomic_write_json
 
-T = TypeVar("T")
 STAGES = ("search", "pairs", "value", "train", "eval")
 
 
@@ -96,20 +96,16 @@ class RunDir:
         return self.config.is_file() or self.state.is_dir()
 
     # --- atomic directories ---------------------------------------------------------------------
-    def write_dir(self, final: Path, build: Callable[[Path], T]) -> T:
-        """Run `build(tmp)` to fill a fresh temp directory beside `final`, then rename it into place.
+    @contextmanager
+    def atomic_dir(self, final: Path) -> Iterator[Path]:
+        """`envs.io.atomic_dir(final)`, after removing the temp directories a killed run left beside it.
 
-        A temp directory left by a killed run is removed first; an old `final` is replaced whole.
+        The stage fills the temp directory it is given; an old `final` is replaced whole on success.
         """
-        tmp = final.parent / f".{final.name}.tmp"
-        for stale in final.parent.glob(f".{final.name}.tmp*"):  # left by a killed run (ours or a trainer's)
+        for stale in final.parent.glob(f".{final.name}.tmp*"):  # left by a killed run
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        result = build(tmp)
-        if not tmp.is_dir():
-            raise RuntimeError(f"{tmp}: the stage wrote no directory")
-        replace_dir(tmp, final)
-        return result
+        with atomic_dir(final) as tmp:
+            yield tmp
 
     def check_new_or_resume(self, resume: bool) -> None:
         """A started run needs --resume; --resume needs a started run."""

@@ -6,13 +6,28 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from envs.code import END_MARKER, humaneval_checks, tiny_reference
+from envs.base import Split
+from envs.code import END_MARKER, CodeEnv, CodeJsonlEnv, humaneval_checks, tiny_reference
 from envs.errors import UserError
-from envs.registry import make_env
+from envs.registry import make_env as registry_make_env
 from envs.sandbox import UNSAFE_ENV
+from envs.types import Problem
+
+
+def make_env(name: str, **knobs: Any) -> CodeEnv:
+    """The registry's environment, typed as the code environment every name here is."""
+    return cast(CodeEnv, registry_make_env(name, **knobs))
+
+
+def reference(env: CodeEnv, p: Problem) -> list[str]:
+    """The reference solution (every code environment here has one)."""
+    steps = env.reference_steps(p)
+    assert steps is not None
+    return steps
 
 DATA = Path(__file__).parent / "data" / "code_problems.jsonl"
 
@@ -21,18 +36,19 @@ DATA = Path(__file__).parent / "data" / "code_problems.jsonl"
 def test_tiny_references_score_one_in_both_modes(sandbox_mode):
     env = make_env("code-tiny", sandbox=sandbox_mode)
     problems = env.load("train", 12, seed=3) + env.load("test", 12, seed=3)
-    assert env.score_many([(p, env.reference_steps(p)) for p in problems]) == [1.0] * 24
+    assert env.score_many([(p, reference(env, p)) for p in problems]) == [1.0] * 24
     p = problems[0]
-    assert env.verdict(p, env.reference_steps(p)) == "correct (6/6 tests passed)"
-    assert env.run(p, env.reference_steps(p)).mode == sandbox_mode
+    assert env.verdict(p, reference(env, p)) == "correct (6/6 tests passed)"
+    assert env.run(p, reference(env, p)).mode == sandbox_mode
 
 
 def test_tiny_wrong_solution_partial_credit_and_verdict():
     env = make_env("code-tiny")
     p = next(q for q in env.load("train", 50, seed=0) if q.metadata["a"] != 1 and q.metadata["c"] != 0)
     a, c = p.metadata["a"], p.metadata["c"]
-    pairs = [tuple(map(int, re.fullmatch(r"assert f\((-?\d+)\) == (-?\d+)", ch["code"]).groups()))
-             for ch in p.metadata["checks"]]
+    found = [re.fullmatch(r"assert f\((-?\d+)\) == (-?\d+)", ch["code"]) for ch in p.metadata["checks"]]
+    assert all(found)
+    pairs = [tuple(map(int, m.groups())) for m in found if m is not None]
     assert pairs[:2] == [(0, c), (1, a + c)] and all(y == a * x + c for x, y in pairs)
     # Right offset, multiplier forgotten: only f(0) is right (a != 1), so 1 of 6 tests passes.
     wrong = [f"x = x+{c}" if c > 0 else f"x = x-{-c}", "return x"]
@@ -49,7 +65,7 @@ def test_tiny_layout_terminal_rule_and_determinism():
     env = make_env("code-tiny")
     p = env.load("train", 1, seed=0)[0]
     assert re.fullmatch(r"f\(0\)=-?\d+ f\(1\)=-?\d+ f\([2-9]\)=-?\d+\n", env.prompt(p))
-    ref = env.reference_steps(p)
+    ref = reference(env, p)
     assert ref[-1] == "return x" and not any(s[:1].isspace() for s in ref)  # no step starts with whitespace
     assert not env.is_terminal(p, ref[:-1]) and env.is_terminal(p, ref)
     assert not env.is_terminal(p, ["x = x+1", ""]) and not env.is_terminal(p, ["returned = 1"])
@@ -82,7 +98,7 @@ def test_tiny_fits_a_small_bpe_vocabulary():
     from agents.tiny import train_tokenizer
 
     env = make_env("code-tiny")
-    texts = [env.render(p, env.reference_steps(p)) for p in env.load("train", 300, seed=0)]
+    texts = [env.render(p, reference(env, p)) for p in env.load("train", 300, seed=0)]
     tok = train_tokenizer(texts, vocab_size=1000)
     assert len(tok) <= 1000
     lengths = [len(tok(t)["input_ids"]) for t in texts]
@@ -95,7 +111,7 @@ def test_tiny_knobs_are_validated():
     with pytest.raises(UserError, match="a_max"):
         make_env("code-tiny", a_max=0)
     with pytest.raises(UserError, match="unknown split"):
-        make_env("code-tiny").load("dev", 1)
+        make_env("code-tiny").load(cast(Split, "dev"), 1)
 
 
 # --- code-humaneval -----------------------------------------------------------------------------------
@@ -116,7 +132,7 @@ def test_humaneval_references_pass_and_partial_credit(sandbox_mode):
     env = make_env("code-humaneval", sandbox=sandbox_mode)
     problems = {p.id: p for p in env.load("train", 500) + env.load("test", 500)}
     some = [problems[f"HumanEval/{i}"] for i in (0, 2, 10, 32, 53, 90, 120, 163)]
-    assert env.score_many([(p, env.reference_steps(p)) for p in some]) == [1.0] * len(some)
+    assert env.score_many([(p, reference(env, p)) for p in some]) == [1.0] * len(some)
     p = problems["HumanEval/0"]
     # check(candidate) holds 7 asserts, 4 expecting True: a body that always says True gets 4/7.
     assert env.score(p, ["    return True", END_MARKER]) == pytest.approx(4 / 7)
@@ -131,7 +147,7 @@ def test_humaneval_references_pass_and_partial_credit(sandbox_mode):
 def test_humaneval_all_164_references_pass():
     env = make_env("code-humaneval")
     problems = env.load("train", 500) + env.load("test", 500)
-    scores = env.score_many([(p, env.reference_steps(p)) for p in problems])
+    scores = env.score_many([(p, reference(env, p)) for p in problems])
     assert [p.id for p, s in zip(problems, scores, strict=True) if s < 1.0] == []
 
 
@@ -150,14 +166,14 @@ def test_humaneval_checks_split_asserts_and_skip_setup():
 # --- code-jsonl ---------------------------------------------------------------------------------------
 def test_jsonl_reads_both_styles_and_references_pass(sandbox_mode):
     env = make_env("code-jsonl", train_path=str(DATA), sandbox=sandbox_mode)
-    problems = env.read_file(str(DATA))
+    problems = cast(CodeJsonlEnv, env).read_file(str(DATA))
     assert [p.metadata["layout"] for p in problems] == ["program"] * 3 + ["body"] * 2
     assert [p.id for p in problems] == ["1", "2", "3", "user/clamp", "user/is_even"]
     mbpp = problems[0]
     assert env.prompt(mbpp) == ('"""\nWrite a function to return the sum of the squares of a list of integers.\n'
                                 'assert sum_squares([1, 2, 3]) == 14\n"""\n')
-    assert env.score_many([(p, env.reference_steps(p)) for p in problems]) == [1.0] * 5
-    assert env.reference_steps(problems[1])[0] == "def count_vowels(s):"  # \r\n normalised
+    assert env.score_many([(p, reference(env, p)) for p in problems]) == [1.0] * 5
+    assert reference(env, problems[1])[0] == "def count_vowels(s):"  # \r\n normalised
     # The MBPP layout ends only at the explicit marker: a column-0 line is part of the program.
     assert not env.is_terminal(mbpp, ["def sum_squares(nums):", "    return 0"])
     assert env.is_terminal(mbpp, ["def sum_squares(nums):", "    return 0", END_MARKER])
@@ -166,7 +182,7 @@ def test_jsonl_reads_both_styles_and_references_pass(sandbox_mode):
     assert env.verdict(mbpp, wrong) == ("failed, 2/3 tests passed: test 0 failed: assert sum_squares([1, 2, 3]) "
                                         "== 14 (got 36)")
     setup = problems[2]  # its test_setup_code runs first and is not counted
-    assert env.run(setup, env.reference_steps(setup)).total == 2
+    assert env.run(setup, reference(env, setup)).total == 2
     even = problems[4]  # setup statements and `assert True` do not count; the for loop counts once
     res = env.run(even, ["    return n != 3 and n < 6", END_MARKER])
     assert (res.passed, res.total) == (1, 3)
@@ -223,11 +239,11 @@ def test_unsandboxed_scoring_needs_an_explicit_opt_in(monkeypatch):
     monkeypatch.delenv(UNSAFE_ENV, raising=False)
     env = make_env("code-tiny", sandbox="none")
     p = env.load("train", 1)[0]
-    assert env.reference_steps(p)[-1] == "return x"
+    assert reference(env, p)[-1] == "return x"
     with pytest.raises(UserError, match="without isolation"):
-        env.score(p, env.reference_steps(p))
+        env.score(p, reference(env, p))
     ok = make_env("code-tiny", sandbox="none", unsafe_no_sandbox=True)
-    assert ok.score(p, ok.reference_steps(p)) == 1.0
+    assert ok.score(p, reference(ok, p)) == 1.0
     with pytest.raises(UserError, match="sandbox"):
         make_env("code-tiny", sandbox="docker")
 
@@ -237,7 +253,8 @@ def test_results_are_cached_per_problem_not_per_task_id(tmp_path):
     a.write_text(json.dumps({"task_id": 1, "text": "t", "test_list": ["assert f() == 1"]}) + "\n")
     b.write_text(json.dumps({"task_id": 1, "text": "t", "test_list": ["assert f() == 2"]}) + "\n")
     env = make_env("code-jsonl", train_path=str(a), test_path=str(b))
-    pa, pb = env.read_file(str(a))[0], env.read_file(str(b))[0]
+    jsonl = cast(CodeJsonlEnv, env)
+    pa, pb = jsonl.read_file(str(a))[0], jsonl.read_file(str(b))[0]
     steps = ["def f():", "    return 1", END_MARKER]
     assert env.score_many([(pa, steps), (pb, steps), (pa, steps)]) == [1.0, 0.0, 1.0]
     assert len(env._cache) == 2

@@ -33,13 +33,14 @@ ARTIFACTS = ["config.yaml", "summary.json", "summary.png"] + [
 @pytest.fixture(scope="module")
 def code_policy_dir(tiny_policy_dir, tmp_path_factory):
     """The random tiny policy after a few seconds of SFT on code-tiny references: right sometimes."""
-    from selfimprove.train_sft import train_sft
+    from selfimprove.train import train_policy
 
     env = make_env("code-tiny", KNOBS)
-    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p))[len(env.prompt(p)):]}
+    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p) or [])[len(env.prompt(p)):]}
                for p in env.load("train", 160, seed=7)]
     out = tmp_path_factory.mktemp("code_policy")
-    train_sft(tiny_policy_dir, records, out, lr=3e-3, epochs=15, batch_size=16, seed=0)
+    train_policy(tiny_policy_dir, records, out, {"loss": "sft", "lr": 3e-3, "epochs": 15, "batch_size": 16,
+                                                 "max_length": 256}, seed=0)
     return str(out)
 
 

@@ -108,7 +108,8 @@ def test_search_config_is_the_algorithms_own_class(tmp_path):
     assert type(load_config(p).search.config) is BeamConfig
     cfg = load_config(write(tmp_path, {"search": {"algo": "mcts", "config": {"expand_n": 2}}}),
                       ["search.config.simulations=8"])
-    assert (type(cfg.search.config), cfg.search.config.simulations, cfg.search.config.expand_n) == (MCTSConfig, 8, 2)
+    mcts = cfg.search.config
+    assert isinstance(mcts, MCTSConfig) and (mcts.simulations, mcts.expand_n) == (8, 2)
     # config.yaml keeps the keys that were given; reading it back gives the same config.
     dumped = yaml.safe_load(cfg.to_yaml())
     assert dumped["search"]["config"] == {"simulations": 8, "expand_n": 2}
@@ -146,3 +147,43 @@ def test_cli_bad_config_is_one_sentence(tmp_path):
     assert res.returncode == 1
     assert "config.yaml: field 'search.algo': unknown algorithm 'mctz'" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
+
+
+def test_sections_are_the_trainers_and_strategys_own_configs(tmp_path):
+    from selfimprove.pairs.strategies import QGapConfig, RankedListConfig
+    from selfimprove.train import PolicyTrainConfig, ValueTrainConfig
+
+    cfg = load_config(write(tmp_path, {"pairs": {"config": {"nodes": "all"}},
+                                       "train": {"warmup_steps": 5, "alpha": 0.5}}))
+    assert isinstance(cfg.train, PolicyTrainConfig) and cfg.train.warmup_steps == 5 and cfg.train.lr == 1e-4
+    assert isinstance(cfg.value.training, ValueTrainConfig) and cfg.value.training.epochs == 2
+    assert isinstance(cfg.pairs.config, QGapConfig) and cfg.pairs.config.nodes == "all"
+    # only what the file set is written back (an unset delimiter stays the env's at run time)
+    assert yaml.safe_load(cfg.to_yaml())["pairs"]["config"] == {"nodes": "all"}
+    lists = load_config(write(tmp_path, {"pairs": {"strategy": "ranked-list"}, "train": {"loss": "tpo"}}))
+    assert isinstance(lists.pairs.config, RankedListConfig)
+    # a config written before the trainer was typed: train.options becomes fields
+    old = load_config(write(tmp_path, {"train": {"loss": "rpo", "options": {"alpha": 4.0}}}))
+    assert old.train.alpha == 4.0 and config_diff(old, load_config(write(tmp_path, {"train": {
+        "loss": "rpo", "alpha": 4.0}}))) is None
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"train": {"warmup": 5}}, "config.yaml: field 'train.warmup': unknown key"),
+    ({"train": {"loss": "cdpo", "backend": "trl"}}, "config.yaml: field 'train.backend': loss 'cdpo' is not "
+                                                    "available through TRL"),
+    ({"train": {"options": {"bogus": 1}}}, "config.yaml: field 'train.bogus': unknown key"),
+    ({"value": {"training": {"rank_weigth": 1}}}, "config.yaml: field 'value.training.rank_weigth': unknown key"),
+])
+def test_trainer_fields_are_checked_by_name(tmp_path, data, expected):
+    assert error_of(write(tmp_path, data)).startswith(expected)
+
+
+def test_train_cli_options_and_set_map_onto_the_config(tmp_path, capsys):
+    from selfimprove.cli import main
+
+    assert main(["train", "--policy", "x", "--data", "x", "--out", str(tmp_path / "o"), "--set", "warmup=3"]) == 1
+    assert "train: field 'warmup': unknown key" in capsys.readouterr().err
+    assert main(["train", "--policy", "x", "--data", "x", "--out", str(tmp_path / "o"), "--lr", "0"]) == 1
+    assert "train: field 'lr': Input should be greater than 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,5 +1,7 @@
 """Chain arithmetic: generator, exact layout, verifier, per-step check, knob validation."""
 
+from typing import cast
+
 import pytest
 
 from envs.arithmetic import ArithmeticEnv, solve, split_of
@@ -15,7 +17,7 @@ def problem(expr: str) -> Problem:
 
 @pytest.fixture(scope="module")
 def env() -> ArithmeticEnv:
-    return make_env("arithmetic")
+    return cast(ArithmeticEnv, make_env("arithmetic"))
 
 
 def test_layout_of_the_worked_example(env):
@@ -62,6 +64,7 @@ def test_reference_steps_verify_for_many_problems():
     for split in ("train", "test"):
         for p in env.load(split, 200, seed=7):
             steps = env.reference_steps(p)
+            assert steps is not None
             assert env.score(p, steps) == 1.0
             assert env.verdict(p, steps) == "correct"
             assert env.is_terminal(p, steps) and not env.is_terminal(p, steps[:-1])

@@ -1,5 +1,7 @@
 """Countdown: reasoning-gym problems, step legality, the scorer on answers, the solver."""
 
+from typing import cast
+
 import pytest
 
 from envs.countdown import CountdownEnv, evaluate, solve, split_of
@@ -15,7 +17,7 @@ def problem(numbers, target) -> Problem:
 
 @pytest.fixture(scope="module")
 def env() -> CountdownEnv:
-    return make_env("countdown")
+    return cast(CountdownEnv, make_env("countdown"))
 
 
 P = problem([25, 4, 3], 97)
@@ -82,14 +84,19 @@ def test_check_step_tracks_remaining_numbers(env):
 
 def test_evaluate_is_plain_arithmetic_only():
     assert evaluate("(25 + 4) * 3") == (87, [25, 4, 3])
-    assert evaluate("7/2")[0] * 2 == 7
+    half = evaluate("7/2")
+    assert half is not None and half[0] * 2 == 7
     for bad in ["2**10", "__import__('os')", "1/0", "x+1", "", "3 4", "abs(3)", "-3"]:
         assert evaluate(bad) is None
 
 
 def test_solver_finds_solutions_and_reports_none():
-    ops, expr = solve([25, 4, 3], 97)
-    assert evaluate(expr)[0] == 97 and sorted(evaluate(expr)[1]) == [3, 4, 25]
+    found = solve([25, 4, 3], 97)
+    assert found is not None
+    ops, expr = found
+    value = evaluate(expr)
+    assert value is not None
+    assert value[0] == 97 and sorted(value[1]) == [3, 4, 25]
     assert ops[-1][3] == 97
     assert solve([1, 1], 7) is None
     assert solve([2, 3], 6, operators="+") is None

@@ -45,7 +45,8 @@ def test_correct_and_adversarial_answers(chain_sum):
 
 def test_unicode_minus_reaches_the_scorer():
     env = make_env("gym:basic_arithmetic")
-    p = next(p for p in env.load("train", 40, seed=0) if p.answer.startswith("-"))
+    p = next(p for p in env.load("train", 40, seed=0) if (p.answer or "").startswith("-"))
+    assert p.answer is not None
     assert env.score(p, [f"A: {p.answer}"]) == 1.0
     assert env.score(p, [f"A: {p.answer.replace('-', '−')}"]) == 1.0
     assert env.score(p, [f"A: {p.answer.lstrip('-')}"]) == 0.0
@@ -84,7 +85,7 @@ def test_problems_round_trip_through_json():
 def test_task_config_is_passed_and_validated():
     env = make_env("gym:chain_sum", task_config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
     for p in env.load("train", 5):
-        assert abs(int(p.answer)) < 20
+        assert abs(int(p.answer or "")) < 20
     with pytest.raises(UserError, match="task_config"):
         make_env("gym:chain_sum", task_config={"no_such_knob": 1}).load("train", 1)
 

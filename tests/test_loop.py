@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from envs.progress import Progress
 from envs.registry import make_env
 from selfimprove.config import parse_config
 from selfimprove.loop import run_loop
@@ -28,14 +30,28 @@ KNOBS = {"min_ops": 1, "max_ops": 2, "operand_min": 1, "operand_max": 5, "ops": 
 @pytest.fixture(scope="session")
 def warm_policy_dir(tiny_policy_dir, tmp_path_factory):
     """The random tiny policy after 150 SFT steps (≈3 s) on easy arithmetic: right sometimes, wrong often."""
-    from selfimprove.train_sft import train_sft
+    from selfimprove.train import train_policy
 
     env = make_env("arithmetic", KNOBS)
-    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p))[len(env.prompt(p)):]}
+    records = [{"prompt": env.prompt(p), "completion": env.render(p, env.reference_steps(p) or [])[len(env.prompt(p)):]}
                for p in env.load("train", 160, seed=123)]
     out = tmp_path_factory.mktemp("warm_policy")
-    train_sft(tiny_policy_dir, records, out, lr=3e-3, epochs=15, batch_size=16, seed=0)
+    train_policy(tiny_policy_dir, records, out, {"loss": "sft", "lr": 3e-3, "epochs": 15, "batch_size": 16,
+                                                 "max_length": 256}, seed=0)
     return str(out)
+
+
+class Reports(Progress):
+    """Every update, with the phase it came in."""
+
+    def __init__(self):
+        self.phase_name, self.updates = "", []
+
+    def phase(self, name, total=None):
+        self.phase_name = name
+
+    def update(self, done, total=None, **info):
+        self.updates.append((self.phase_name, (done, total, info)))
 
 
 def tiny_config(policy_dir: str, **over) -> dict:
@@ -64,7 +80,8 @@ ARTIFACTS = ["config.yaml", "summary.json", "summary.png"] + [
 def counts(run: Path) -> dict:
     """What must match between an uninterrupted and a resumed run."""
     summary = json.loads((run / "summary.json").read_text())
-    out = {"rows": [{k: r[k] for k in ("iteration", "greedy_acc", "maj_acc", "pass_acc", "pairs", "tokens")}
+    out: dict[str | int, Any] = {"rows": [{k: r[k] for k in ("iteration", "greedy_acc", "maj_acc", "pass_acc",
+                                                              "pairs", "tokens")}
                     for r in summary["rows"]]}
     for i in range(2):
         m = json.loads((run / f"iter-{i:03d}" / "metrics.json").read_text())
@@ -80,7 +97,8 @@ def test_loop_smoke(tmp_path, warm_policy_dir):
 
     cfg = parse_config(tiny_config(warm_policy_dir), "smoke.yaml")
     run = tmp_path / "run"
-    summary = run_loop(cfg, run)
+    reports = Reports()
+    summary = run_loop(cfg, run, progress=reports)
     for rel in ARTIFACTS:
         assert (run / rel).exists(), rel
     assert [r["iteration"] for r in summary["rows"]] == [-1, 0, 1]
@@ -96,15 +114,49 @@ def test_loop_smoke(tmp_path, warm_policy_dir):
     assert max(len(line) for line in text.splitlines()) <= 80
     # a finished run resumes to the same summary without redoing anything
     assert run_loop(cfg, run, resume=True)["rows"] == summary["rows"]
+    # one progress protocol all the way down: search counts problems, training reports its loss per step,
+    # evaluation tags its parts
+    phases = [p for p, _ in reports.updates]
+    assert phases[0] == "baseline" and "iter 0 search" in phases and "iter 1 train" in phases
+    search = [(d, t) for p, (d, t, _) in reports.updates if p == "iter 0 search"]
+    assert search[-1] == (3, 3)
+    train = [i for p, (_, _, i) in reports.updates if p == "iter 0 train"]
+    assert train and all(isinstance(i["loss"], float) for i in train)
+    assert {i.get("stage") for p, (_, _, i) in reports.updates if p == "iter 0 eval"} == {"greedy", "best-of-k"}
+
+
+# A loop run that SIGKILLs itself at the first progress report of one phase, i.e. in the middle of that stage.
+KILL_AT = """
+import os, signal, sys
+
+from envs.progress import Progress
+from selfimprove.config import load_config
+from selfimprove.loop import run_loop
+
+
+class KillAt(Progress):
+    def __init__(self, target):
+        self.target, self.current = target, None
+
+    def phase(self, name, total=None):
+        self.current = name
+
+    def update(self, done, total=None, **info):
+        if self.current == self.target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+cfg_path, out, target = sys.argv[1:]
+run_loop(load_config(cfg_path), out, progress=KillAt(target))
+"""
 
 
 def _run(cfg_path: Path, out: Path, *extra: str, kill: str | None = None) -> subprocess.CompletedProcess:
+    """`selfimprove run` on the config; with `kill` (a phase, e.g. "iter 0 search"), the loop killed there."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
-    env.pop("SELFIMPROVE_TEST_KILL", None)
-    if kill:
-        env["SELFIMPROVE_TEST_KILL"] = kill
-    return subprocess.run([CLI, "run", str(cfg_path), "--out", str(out), "--json", *extra], capture_output=True,
-                          text=True, env=env, timeout=600)
+    cmd = [sys.executable, "-c", KILL_AT, str(cfg_path), str(out), kill] if kill else \
+        [CLI, "run", str(cfg_path), "--out", str(out), "--json", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_resume_after_sigkill(tmp_path, warm_policy_dir):
@@ -113,12 +165,12 @@ def test_resume_after_sigkill(tmp_path, warm_policy_dir):
     ref = _run(cfg_path, tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr
     assert json.loads(ref.stdout.strip().splitlines()[-1])["run_dir"] == str(tmp_path / "ref")
-    for stage in ("iter-000.search", "iter-001.train"):
-        out = tmp_path / stage
+    for stage in ("iter 0 search", "iter 1 train"):
+        out = tmp_path / stage.replace(" ", "-")
         killed = _run(cfg_path, out, kill=stage)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert not (out / "summary.png").exists()
-        if stage == "iter-001.train":
+        if stage == "iter 1 train":
             again = _run(cfg_path, out)  # without --resume: refused, nothing touched
             assert again.returncode == 1 and "--resume" in again.stderr
         resumed = _run(cfg_path, out, "--resume")
@@ -133,7 +185,7 @@ def test_resume_refuses_a_changed_config(tmp_path, warm_policy_dir):
     cfg_path = tmp_path / "smoke.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_config(warm_policy_dir, iterations=1)))
     out = tmp_path / "run"
-    killed = _run(cfg_path, out, kill="iter-000.search")
+    killed = _run(cfg_path, out, kill="iter 0 search")
     assert killed.returncode == -signal.SIGKILL
     res = _run(cfg_path, out, "--resume", "--set", "train.beta=0.5")
     assert res.returncode == 1

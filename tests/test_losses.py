@@ -36,11 +36,11 @@ def test_cdpo_value_and_limits():
     # eps = 0.5: dL/dz = σ(z) − 1/2, so zero gradient when policy = reference (h = 0) ...
     x = t(0.0, 0.0).requires_grad_()
     L.cdpo(x, t(0.0, 0.0), 0.1, 0.5).sum().backward()
-    assert x.grad.abs().max().item() == 0.0
+    assert x.grad is not None and x.grad.abs().max().item() == 0.0
     # ... and in general the gradient on z is σ(z) − (1 − eps)
     z = t(0.7).requires_grad_()
     L.cdpo(z, t(0.0), 1.0, 0.2).sum().backward()
-    assert z.grad.item() == pytest.approx(1 / (1 + math.exp(-0.7)) - 0.8)
+    assert z.grad is not None and z.grad.item() == pytest.approx(1 / (1 + math.exp(-0.7)) - 0.8)
 
 
 def test_ipo_value():

@@ -28,12 +28,24 @@ def trees():
     return a, b
 
 
+def as_pairs(records) -> list[PreferencePair]:
+    """`records` typed as pairs (the strategy makes pairs; a list record fails here)."""
+    assert all(isinstance(r, PreferencePair) for r in records), records
+    return list(records)
+
+
+def as_lists(records) -> list[PreferenceList]:
+    assert all(isinstance(r, PreferenceList) for r in records), records
+    return list(records)
+
+
 def triples(records):
     return [(r.tree_id, r.prefix_node, r.chosen_node, r.rejected_node) for r in records]
 
 
 def test_q_gap_second_best_with_visit_smoothing(trees):
     recs, stats = extract(trees, "q-gap", iteration=3)
+    recs = as_pairs(recs)
     assert triples(recs) == [("tree-a", 0, 1, 9), ("tree-a", 1, 3, 4), ("tree-b", 0, 1, 2)]
     r0, r1, _ = recs
     assert (r0.prompt, r0.chosen, r0.rejected) == ("Q: 2+3*4\n", "3*4=12\n", "3*4=13\n")
@@ -49,16 +61,16 @@ def test_q_gap_second_best_with_visit_smoothing(trees):
 
 def test_q_gap_variants(trees):
     a, _ = trees
-    worst, _ = extract([a], "q-gap", {"rejected": "worst"})
+    worst = as_pairs(extract([a], "q-gap", {"rejected": "worst"})[0])
     assert triples(worst) == [("tree-a", 0, 1, 2), ("tree-a", 1, 3, 4)]
     assert [r.eps for r in worst] == pytest.approx([1 / 3, 1 / 3])
     gap, _ = extract([a], "q-gap", {"min_gap": 0.5})
     assert triples(gap) == [("tree-a", 1, 3, 4)]
     visits, _ = extract([a], "q-gap", {"min_visits": 2, "nodes": "all"})  # node 9 (N=1) drops out
     assert triples(visits) == [("tree-a", 0, 1, 2), ("tree-a", 1, 3, 4)]
-    off, _ = extract([a], "q-gap", {"smoothing": False})
+    off = as_pairs(extract([a], "q-gap", {"smoothing": False})[0])
     assert [r.eps for r in off] == [0.0, 0.0]
-    cont, _ = extract([a], "q-gap", {"continuation": True, "rejected": "worst"})
+    cont = as_pairs(extract([a], "q-gap", {"continuation": True, "rejected": "worst"})[0])
     assert cont[0].chosen == "3*4=12\n2+12=14\nA: 14\n" and cont[0].rejected == "2+3=5\n5*4=20\nA: 20\n"
     r1, _ = extract(trees, "q-gap", {"rejected": "random"}, seed=7)
     r2, _ = extract(trees, "q-gap", {"rejected": "random"}, seed=7)
@@ -67,7 +79,7 @@ def test_q_gap_variants(trees):
 
 
 def test_first_error(trees):
-    recs, _ = extract(trees, "first-error")
+    recs = as_pairs(extract(trees, "first-error")[0])
     # A: wrong leaf 6 → first dead step 4 (sibling 3 reaches ✓); wrong leaf 8 → dead step 2 (sibling 1 ✓).
     # B: wrong leaves 6 and 8 → dead steps 3 and 7, best right sibling 1.
     assert triples(recs) == [("tree-a", 1, 3, 4), ("tree-a", 0, 1, 2), ("tree-b", 0, 1, 3), ("tree-b", 0, 1, 7)]
@@ -90,21 +102,21 @@ def test_selected_vs_pruned(trees):
 
 
 def test_subtree_outcome_weights(trees):
-    recs, _ = extract(trees, "subtree-outcome")
+    recs = as_pairs(extract(trees, "subtree-outcome")[0])
     # A: at 0, pos {1} × neg {2} (9 has no terminal); at 1, {3} × {4}: weight 1 each.
     # B: at 0, pos {1, 2} (by Q) × neg {7, 3} (lowest Q first; tie → fewer visits): weight 1/(2·2).
     assert triples(recs) == [("tree-a", 0, 1, 2), ("tree-a", 1, 3, 4), ("tree-b", 0, 1, 7),
                              ("tree-b", 0, 1, 3), ("tree-b", 0, 2, 7), ("tree-b", 0, 2, 3)]
     assert [r.weight for r in recs] == pytest.approx([1, 1, 0.25, 0.25, 0.25, 0.25])
     assert [r.margin for r in recs] == pytest.approx([1.0, 1.3, 2.0, 2.0, 1.5, 1.5])
-    top1, _ = extract([trees[1]], "subtree-outcome", {"top_k": 1})
+    top1 = as_pairs(extract([trees[1]], "subtree-outcome", {"top_k": 1})[0])
     assert triples(top1) == [("tree-b", 0, 1, 7)] and top1[0].weight == 1.0
 
 
 def test_ranked_list(trees):
     recs, stats = extract([trees[0]], "ranked-list")
     assert all(isinstance(r, PreferenceList) for r in recs) and len(recs) == 2
-    l0, l1 = recs
+    l0, l1 = as_lists(recs)
     assert l0.prompt == "Q: 2+3*4\n" and l0.node_ids == [1, 9, 2]
     assert l0.steps == [["3*4=12", "2+12=14", "A: 14"], ["3*4=13"], ["2+3=5", "5*4=20", "A: 20"]]
     assert l0.completions[1] == "3*4=13\n"
@@ -116,7 +128,7 @@ def test_ranked_list(trees):
 
 
 def test_outcome(trees):
-    recs, _ = extract(trees, "outcome")
+    recs = as_pairs(extract(trees, "outcome")[0])
     assert triples(recs) == [("tree-a", 0, 5, 6), ("tree-a", 0, 5, 8), ("tree-b", 0, 4, 6), ("tree-b", 0, 4, 8),
                              ("tree-b", 0, 5, 6), ("tree-b", 0, 5, 8)]
     assert recs[1].chosen == "3*4=12\n2+12=14\nA: 14\n" and recs[1].rejected == "2+3=5\n5*4=20\nA: 20\n"
@@ -147,7 +159,7 @@ def test_dedup_across_trees_and_delimiter(trees):
     assert len(recs) == 2 and stats["duplicates"] == 2
     semi_tree = read_trees(FIX)[0]
     semi_tree.delimiter = " ; "  # the tree's own delimiter joins its steps
-    semi, _ = extract([semi_tree], "q-gap")
+    semi = as_pairs(extract([semi_tree], "q-gap")[0])
     assert semi[1].prompt == "Q: 2+3*4\n3*4=12 ; " and semi[1].chosen == "2+12=14 ; " and semi[1].delimiter == " ; "
 
 
@@ -206,7 +218,7 @@ def test_cli_pairs(tmp_path):
     out = tmp_path / "p.jsonl"
     assert main(["pairs", "--trees", str(FIX), "--strategy", "q-gap", "--out", str(out), "--set", "min_gap=0.5",
                  "--json"]) == 0
-    assert [r.chosen_node for r in read_records(out)] == [3, 1]
+    assert [r.chosen_node for r in as_pairs(read_records(out))] == [3, 1]
     assert main(["pairs", "--trees", str(FIX), "--strategy", "q-gap", "--out", str(out), "--set", "bogus=1"]) == 1
 
 

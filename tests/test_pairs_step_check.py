@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from envs.errors import UserError
-from selfimprove.pairs import extract
+from selfimprove.pairs import PreferencePair, extract
 
 FIX = Path(__file__).parent / "fixtures" / "pairs_trees.jsonl"
 
@@ -30,6 +30,8 @@ def trees():
 
 def test_step_check_pairs(trees):
     recs, stats = extract(trees, "step-check", {"env": "arithmetic"})
+    assert all(isinstance(r, PreferencePair) for r in recs)
+    recs = [r for r in recs if isinstance(r, PreferencePair)]
     assert stats["count"] == 5
     assert triples(recs) == [("tree-a", 0, 1, 2), ("tree-a", 0, 1, 9), ("tree-a", 1, 3, 4),
                              ("tree-b", 0, 1, 3), ("tree-b", 0, 1, 7)]
@@ -42,3 +44,11 @@ def test_step_check_pairs(trees):
 def test_step_check_needs_an_env(trees):
     with pytest.raises(UserError, match="env"):
         extract(trees, "step-check", {})
+
+
+def test_step_check_judges_with_the_env_it_is_handed(trees):
+    from envs.registry import make_env
+
+    named, _ = extract(trees, "step-check", {"env": "arithmetic"})
+    handed, _ = extract(trees, "step-check", {}, env=make_env("arithmetic"))
+    assert triples(handed) == triples(named) and len(handed) == 5

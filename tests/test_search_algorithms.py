@@ -32,6 +32,7 @@ def run(algo, value=True, **cfg):
 def test_greedy_follows_the_top_step():
     r, pol = run("greedy", value=False)
     t = r.trees[0]
+    assert t.answer_node is not None
     assert t.answer == "2" and t.steps(t.answer_node) == ["5+7=2", "A: 2"] and len(t) == 3
     assert all(c["temperature"] == 0 for c in pol.calls) and r.stats["accuracy"] == 0.0
 

@@ -34,7 +34,7 @@ def test_search_cli_knobs_set_the_environment(tiny_policy_dir, tmp_path, capsys)
                "--knob", "min_ops=1", "--knob", "max_ops=1", "--knob", "operand_max=9", "--out", str(out), *SMALL[2:]])
     assert rc == 0
     exprs = [t.problem.metadata["expression"] for t in read_trees(out)]
-    assert all(len(tokenize(e)) == 3 and max(tokenize(e)[::2]) <= 9 for e in exprs), exprs
+    assert all(len(tokenize(e)) == 3 and max(int(x) for x in tokenize(e)[::2]) <= 9 for e in exprs), exprs
     assert main(["search", "--policy", tiny_policy_dir, "--env", "arithmetic", "--knob", "max_opz=1",
                  "--out", str(tmp_path / "t2.jsonl")]) == 1
     assert "max_opz" in capsys.readouterr().err and not (tmp_path / "t2.jsonl").exists()

@@ -13,9 +13,14 @@ from search.context import SearchContext
 from search.scheduler import Scheduler
 from search.testing import ScriptedPolicy, ScriptedValue, ToyEnv, cand, chain_sum_policy, chain_sum_value
 from search.tree import Tree
-from search.types import Evaluate, Propose
+from search.types import Evaluate, Propose, Search
 
 ENV = ToyEnv()
+
+
+def context(index: int, problem: Problem, env, *, seed: int = 0) -> SearchContext:
+    """A hand-driven search's context: the problem's own fresh tree, no algorithm config."""
+    return SearchContext(index, problem, Tree(problem), env, None, seed=seed)
 
 
 def _strip(trees):
@@ -44,12 +49,10 @@ def test_requests_with_different_n_or_temperature_are_grouped_apart():
     env = ToyEnv()
     pol = ScriptedPolicy(lambda p: [cand("A: 1")])
 
-    def algo(ctx):
+    def algo(ctx) -> Search:
         yield [Propose([0], 2, 1.0), Propose([0], 3, 1.0), Propose([0], 2, 0.5)]
 
-    ctxs = [SearchContext(i, Problem(id=str(i), prompt="1", answer="1"), None, env, None) for i in range(3)]
-    for c in ctxs:
-        c.tree = Tree(c.problem)
+    ctxs = [context(i, Problem(id=str(i), prompt="1", answer="1"), env) for i in range(3)]
     Scheduler(env, pol).run([(c, algo(c)) for c in ctxs])
     assert sorted((c["n"], c["temperature"], c["batch"]) for c in pol.calls) == [(2, 0.5, 3), (2, 1.0, 3), (3, 1.0, 3)]
 
@@ -61,14 +64,12 @@ def test_finished_problem_does_not_hold_others():
     pol = ScriptedPolicy(lambda p: [cand("x")])
     log = []
 
-    def algo(ctx, rounds):
+    def algo(ctx, rounds) -> Search:
         for k in range(rounds):
             log.append((ctx.index, k, len(pol.calls)))
             yield [Propose([0], 1, 1.0)]
 
-    ctxs = [SearchContext(i, Problem(id=str(i), prompt="1"), None, env, None) for i in range(3)]
-    for c in ctxs:
-        c.tree = Tree(c.problem)
+    ctxs = [context(i, Problem(id=str(i), prompt="1"), env) for i in range(3)]
     Scheduler(env, pol, max_active=2).run([(ctxs[0], algo(ctxs[0], 1)), (ctxs[1], algo(ctxs[1], 4)),
                                            (ctxs[2], algo(ctxs[2], 2))])
     starts = {i: calls for i, k, calls in log if k == 0}
@@ -82,14 +83,13 @@ def test_propose_then_value_in_the_same_round():
     val = ScriptedValue(lambda p: 0.25)
     order = []
 
-    def algo(ctx):
+    def algo(ctx) -> Search:
         (kids,), = yield [Propose([0], 1, 1.0)]
         order.append(("proposed", len(pol.calls), len(val.calls)))
         vals, = yield [Evaluate(kids[:1])]
         order.append(("valued", len(pol.calls), len(val.calls), vals))
 
-    c = SearchContext(0, Problem(id="0", prompt="1"), None, env, None)
-    c.tree = Tree(c.problem)
+    c = context(0, Problem(id="0", prompt="1"), env)
     sched = Scheduler(env, pol, val)
     sched.run([(c, algo(c))])
     assert order == [("proposed", 1, 0), ("valued", 1, 1, [0.25])]
@@ -104,13 +104,12 @@ def test_a_prefix_sampled_again_gets_fresh_samples(tiny_policy_dir):
     def texts(seed):
         got = []
 
-        def algo(ctx):
+        def algo(ctx) -> Search:
             for _ in range(2):
                 (ids,), = yield [Propose([0], 3, 1.0)]
                 got.append([ctx.tree.node(i).step for i in ids])
 
-        c = SearchContext(0, Problem(id="0", prompt="1+2"), None, ENV, None, seed=seed)
-        c.tree = Tree(c.problem)
+        c = context(0, Problem(id="0", prompt="1+2"), ENV, seed=seed)
         Scheduler(ENV, HFPolicy(tiny_policy_dir), max_step_tokens=6).run([(c, algo(c))])
         return got
 

@@ -112,8 +112,8 @@ def test_compact_trainer_raises_heldout_margin(tiny_policy_dir, tmp_path, loss):
     held = [PreferencePair(strategy="x", prompt=r.prompt, chosen=r.completions[0], rejected=r.completions[2])
             for r in arith_lists(16, 3)] if loss == "tpo" else arith_pairs(16, 3)
     # rpo: on a random policy a full-weight NLL term swamps the preference term, so weigh it down
-    m = train_policy(tiny_policy_dir, train, tmp_path / "out", loss=loss, beta=0.5, lr=3e-3, epochs=1,
-                     batch_size=8, eval_records=held, seed=0, alpha=0.05)
+    m = train_policy(tiny_policy_dir, train, tmp_path / "out", {"loss": loss, "beta": 0.5, "lr": 3e-3, "epochs": 1,
+                     "batch_size": 8, "alpha": 0.05}, eval_records=held, seed=0)
     assert m["steps"] == 3 if loss == "tpo" else m["steps"] == 6
     assert abs(m["eval_margin_before"]) < 1e-4
     assert m["eval_margin_after"] > 0.05, m
@@ -126,8 +126,8 @@ def test_compact_trainer_raises_heldout_margin(tiny_policy_dir, tmp_path, loss):
 def test_tpo_moves_a_three_item_list_toward_its_order(tiny_policy_dir, tmp_path, model_tok):
     ref, tok = model_tok
     lst = arith_lists(1, 5)
-    train_policy(tiny_policy_dir, lst * 4, tmp_path / "tpo", loss="tpo", beta=0.5, lr=3e-3, batch_size=4,
-                 epochs=2)
+    train_policy(tiny_policy_dir, lst * 4, tmp_path / "tpo", {"loss": "tpo", "beta": 0.5, "lr": 3e-3, "batch_size": 4,
+                 "epochs": 2})
     new = AutoModelForCausalLM.from_pretrained(tmp_path / "tpo").eval()
     ex = tokenize(lst, tok, max_length=256, as_lists=True)[0]
     with torch.no_grad():
@@ -138,19 +138,19 @@ def test_tpo_moves_a_three_item_list_toward_its_order(tiny_policy_dir, tmp_path,
 
 def test_trl_backend_and_lora(tiny_policy_dir, tmp_path):
     train, held = arith_pairs(48, 2), arith_pairs(16, 3)
-    m = train_policy(tiny_policy_dir, train, tmp_path / "trl", loss="dpo", beta=0.5, lr=3e-3, batch_size=8,
-                     backend="trl", eval_records=held)
+    m = train_policy(tiny_policy_dir, train, tmp_path / "trl", {"loss": "dpo", "beta": 0.5, "lr": 3e-3, "batch_size": 8,
+                     "backend": "trl"}, eval_records=held)
     assert m["backend"] == "trl" and m["steps"] == 6 and m["eval_margin_after"] > 0.05, m
-    m = train_policy(tiny_policy_dir, train, tmp_path / "lora", loss="step-dpo", beta=0.5, lr=1e-2, batch_size=8,
-                     lora=True, eval_records=held, epochs=2)
+    m = train_policy(tiny_policy_dir, train, tmp_path / "lora", {"loss": "step-dpo", "beta": 0.5, "lr": 1e-2,
+                     "batch_size": 8, "lora": True, "epochs": 2}, eval_records=held)
     assert m["lora"] and m["eval_margin_after"] > 0.05, m
     # the saved LoRA model is a plain, merged HF model that differs from the start
     base = AutoModelForCausalLM.from_pretrained(tiny_policy_dir).state_dict()
     new = AutoModelForCausalLM.from_pretrained(tmp_path / "lora").state_dict()
     assert set(base) == set(new)
     assert any(not torch.equal(base[k], new[k]) for k in base)
-    m = train_policy(tiny_policy_dir, train[:8], tmp_path / "trl-lora", loss="rpo", lr=1e-2, batch_size=8,
-                     lora=True, backend="trl")
+    m = train_policy(tiny_policy_dir, train[:8], tmp_path / "trl-lora", {"loss": "rpo", "lr": 1e-2, "batch_size": 8,
+                     "lora": True, "backend": "trl"})
     assert m["steps"] == 1 and (tmp_path / "trl-lora" / "model.safetensors").is_file()
 
 
@@ -158,8 +158,10 @@ def test_trl_backend_and_lora(tiny_policy_dir, tmp_path):
 def test_first_step_loss_matches_hand_value_on_both_backends(tiny_policy_dir, tmp_path, backend):
     # At the first step the policy equals the reference (h = 0): DPO = log 2, IPO = (1/(2β))².
     pairs = arith_pairs(8, 0)
-    dpo = train_policy(tiny_policy_dir, pairs, tmp_path / "d", loss="dpo", beta=0.5, lr=1e-3, backend=backend)
-    ipo = train_policy(tiny_policy_dir, pairs, tmp_path / "i", loss="ipo", beta=0.25, lr=1e-3, backend=backend)
+    dpo = train_policy(tiny_policy_dir, pairs, tmp_path / "d", {"loss": "dpo", "beta": 0.5, "lr": 1e-3,
+                                                                "backend": backend})
+    ipo = train_policy(tiny_policy_dir, pairs, tmp_path / "i", {"loss": "ipo", "beta": 0.25, "lr": 1e-3,
+                                                                "backend": backend})
     assert dpo["first_loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert ipo["first_loss"] == pytest.approx(4.0, abs=1e-3)
 
@@ -168,7 +170,7 @@ def test_out_dir_replaced_atomically(tiny_policy_dir, tmp_path):
     out = tmp_path / "policy"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    train_policy(tiny_policy_dir, arith_pairs(4, 0), out, loss="dpo", lr=1e-3)
+    train_policy(tiny_policy_dir, arith_pairs(4, 0), out, {"loss": "dpo", "lr": 1e-3})
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
 
@@ -178,11 +180,11 @@ def test_bad_data_one_sentence(tiny_policy_dir, tmp_path):
     write_records(p, [*arith_pairs(2, 0), PreferencePair(strategy="x", prompt="Q: " + "1+2*3 " * 200,
                                                          chosen="a\n", rejected="b\n")])
     with pytest.raises(UserError, match=r"pairs.jsonl:3: prompt is \d+ tokens, over max_length 64$"):
-        train_policy(tiny_policy_dir, p, tmp_path / "o", max_length=64)
+        train_policy(tiny_policy_dir, p, tmp_path / "o", {"max_length": 64})
     with pytest.raises(UserError, match="unknown loss 'kto'"):
-        train_policy(tiny_policy_dir, p, tmp_path / "o", loss="kto")
+        train_policy(tiny_policy_dir, p, tmp_path / "o", {"loss": "kto"})
     with pytest.raises(UserError, match="loss 'cdpo' is not available through TRL"):
-        train_policy(tiny_policy_dir, arith_pairs(2, 0), tmp_path / "o", loss="cdpo", backend="trl")
+        train_policy(tiny_policy_dir, arith_pairs(2, 0), tmp_path / "o", {"loss": "cdpo", "backend": "trl"})
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(UserError, match="no preference records"):

@@ -19,7 +19,7 @@ def trees_and_policy(tmp_path_factory):
     from selfimprove.config import RunConfig
     from selfimprove.loop import build_tiny_base
 
-    path, built = build_tiny_base(RunConfig(env={"name": "arithmetic", "knobs": KNOBS}))
+    path, built = build_tiny_base(RunConfig.model_validate({"env": {"name": "arithmetic", "knobs": KNOBS}}))
     policy = str(path)
     # the pairs only carry signal when the search finds right and wrong steps (measured: greedy 0.5, pass@16 0.78)
     assert built["best_of_16_accuracy"] >= 0.5, f"the tiny policy is too weak to test training on: {built}"
@@ -40,8 +40,8 @@ def test_heldout_margin_rises(trees_and_policy, tmp_path, strategy, loss):
     train, _ = extract(trees[:384], strategy)
     held, _ = extract(trees[384:], "q-gap" if loss == "tpo" else strategy)
     assert len(train) >= 200 and len(held) >= 50
-    m = train_policy(policy, train, tmp_path / "next", loss=loss, beta=0.1, lr=1e-4, epochs=2, batch_size=16,
-                     eval_records=held)
+    m = train_policy(policy, train, tmp_path / "next", {"loss": loss, "beta": 0.1, "lr": 1e-4, "epochs": 2,
+                                                        "batch_size": 16}, eval_records=held)
     # measured (seed 0): margin 0 -> 0.07-0.10, held-out pair accuracy 0-0.06 -> 0.73-0.78
     assert m["eval_margin_after"] > m["eval_margin_before"] + 0.03, m
     assert m["eval_accuracy_after"] > 0.6, m
@@ -51,6 +51,7 @@ def test_value_model_heldout_auroc(trees_and_policy, tmp_path):
     from selfimprove.train import train_value
 
     trees, policy = trees_and_policy
-    m = train_value(trees, tmp_path / "value", init_from=policy, epochs=3, lr=1e-3, heldout_fraction=0.25)
+    m = train_value(trees, tmp_path / "value", {"epochs": 3, "lr": 1e-3, "heldout_fraction": 0.25},
+                    init_from=policy)
     assert m["heldout_auroc_before"] == pytest.approx(0.5)
     assert m["heldout_auroc"] > 0.6, m

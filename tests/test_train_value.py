@@ -72,8 +72,8 @@ def test_train_value_learns_and_reports_auroc(tiny_policy_dir, tmp_path):
 
     path = tmp_path / "trees.jsonl"
     write_trees(path, arith_trees(40, 0))
-    m = train_value(path, tmp_path / "value", init_from=tiny_policy_dir, epochs=4, lr=3e-3, seed=0,
-                    heldout_fraction=0.25, batch_size=16)
+    m = train_value(path, tmp_path / "value", {"epochs": 4, "lr": 3e-3, "heldout_fraction": 0.25, "batch_size": 16},
+                    init_from=tiny_policy_dir, seed=0)
     assert m["heldout_trees"] == 10 and m["train_examples"] == 30 * 5
     assert m["heldout_auroc_before"] == pytest.approx(0.5)  # zero-initialised head: every value is 0
     assert m["heldout_auroc"] > 0.75, m
@@ -84,7 +84,7 @@ def test_train_value_learns_and_reports_auroc(tiny_policy_dir, tmp_path):
     assert all(-1 <= x <= 1 for x in v)
     assert json.loads((tmp_path / "value" / "training_metrics.json").read_text())["steps"] == m["steps"]
     # continue from the saved value directory
-    m2 = train_value(arith_trees(8, 1), tmp_path / "value2", init_from=tmp_path / "value", epochs=1, lr=1e-3)
+    m2 = train_value(arith_trees(8, 1), tmp_path / "value2", {"epochs": 1, "lr": 1e-3}, init_from=tmp_path / "value")
     assert m2["heldout_auroc_before"] is not None and m2["heldout_auroc_before"] > 0.5
 
 
@@ -94,9 +94,9 @@ def test_train_value_errors(tiny_policy_dir, tmp_path):
     t = Tree(Problem(id="p", prompt="x"), prompt="Q: x\n")
     t.add_child(0, "step", visits=1, value_sum=0.5)
     with pytest.raises(UserError, match="no value-training examples"):
-        train_value([t, t], tmp_path / "v", init_from=tiny_policy_dir, heldout_fraction=0.0)
+        train_value([t, t], tmp_path / "v", {"heldout_fraction": 0.0}, init_from=tiny_policy_dir)
     with pytest.raises(UserError, match="heldout_fraction must be in"):
-        train_value([t], tmp_path / "v", init_from=tiny_policy_dir, heldout_fraction=1.0)
+        train_value([t], tmp_path / "v", {"heldout_fraction": 1.0}, init_from=tiny_policy_dir)
 
 
 def test_cli_train_value(tiny_policy_dir, tmp_path, capsys):

@@ -18,8 +18,8 @@ from search.types import Evaluate, ProcessCheckConfig, Propose, Search
 
 
 class BeamConfig(ProcessCheckConfig):
-    beam_width: int = Field(4, ge=1, description="Partial solutions kept per depth (k).")
-    expand_n: int = Field(4, ge=1, description="Steps proposed per beam.")
+    beam_width: int = Field(default=4, ge=1, description="Partial solutions kept per depth (k).")
+    expand_n: int = Field(default=4, ge=1, description="Steps proposed per beam.")
 
 
 def beam(ctx: SearchContext[BeamConfig]) -> Search:

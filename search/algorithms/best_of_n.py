@@ -18,7 +18,7 @@ from search.types import Evaluate, Propose, Request, Search, SearchConfig
 
 
 class BestOfNConfig(SearchConfig):
-    n: int = Field(8, ge=1, description="Number of sampled solutions.")
+    n: int = Field(default=8, ge=1, description="Number of sampled solutions.")
     vote: Literal["majority", "value", "verifier"] = "majority"
 
 

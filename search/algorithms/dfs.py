@@ -17,9 +17,9 @@ from search.types import Evaluate, ProcessCheckConfig, Propose, Search
 
 
 class DFSConfig(ProcessCheckConfig):
-    expand_n: int = Field(4, ge=1, description="Steps proposed per expansion.")
-    threshold: float = Field(0.0, description="Children valued below this are pruned (backtracking).")
-    max_expansions: int = Field(32, ge=1, description="Expansion budget per problem.")
+    expand_n: int = Field(default=4, ge=1, description="Steps proposed per expansion.")
+    threshold: float = Field(default=0.0, description="Children valued below this are pruned (backtracking).")
+    max_expansions: int = Field(default=32, ge=1, description="Expansion budget per problem.")
 
 
 def dfs(ctx: SearchContext[DFSConfig]) -> Search:

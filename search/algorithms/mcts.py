@@ -39,36 +39,36 @@ _NEG_INF = float("-inf")
 
 
 class MCTSConfig(ProcessCheckConfig):
-    simulations: int = Field(32, ge=1, description="Simulations (full mode), or per root (commit mode).")
+    simulations: int = Field(default=32, ge=1, description="Simulations (full mode), or per root (commit mode).")
     mode: Literal["full", "commit"] = "full"
-    first_root_factor: float = Field(4.0, ge=1, description="Commit mode: more simulations at the first root.")
+    first_root_factor: float = Field(default=4.0, ge=1, description="Commit mode: more simulations at the first root.")
     commit_by: Literal["visits", "q_sample"] = "visits"
-    commit_temperature: float = Field(1.0, ge=0, description="q_sample: softmax temperature at depth 0.")
-    commit_temperature_decay: float = Field(0.5, ge=0, le=1, description="q_sample: temperature × this per depth.")
-    expand_n: int = Field(4, ge=1, description="Steps proposed per expansion.")
-    parallel_leaves: int = Field(4, ge=1, description="Leaves selected per problem per round (virtual loss).")
+    commit_temperature: float = Field(default=1.0, ge=0, description="q_sample: softmax temperature at depth 0.")
+    commit_temperature_decay: float = Field(default=0.5, ge=0, le=1, description="q_sample: temperature × this per depth.")
+    expand_n: int = Field(default=4, ge=1, description="Steps proposed per expansion.")
+    parallel_leaves: int = Field(default=4, ge=1, description="Leaves selected per problem per round (virtual loss).")
     selection: Literal["puct", "alphazero", "uct"] = "puct"
-    c_puct: float = Field(1.0, ge=0, description="PUCT exploration weight w.")
-    c_init: float = Field(1.25, ge=0)
-    c_base: float = Field(19652.0, gt=0)
-    c_uct: float = Field(1.414, ge=0)
+    c_puct: float = Field(default=1.0, ge=0, description="PUCT exploration weight w.")
+    c_init: float = Field(default=1.25, ge=0)
+    c_base: float = Field(default=19652.0, gt=0)
+    c_uct: float = Field(default=1.414, ge=0)
     unvisited: Literal["auto", "value", "prior"] = Field(
-        "auto", description="Q of an unvisited child: its value estimate, or `fpu` (prior decides); "
+        default="auto", description="Q of an unvisited child: its value estimate, or `fpu` (prior decides); "
                             "auto = value when a value model is given.")
-    fpu: float = Field(0.0, description="Q of an unvisited child when scored by the prior.")
+    fpu: float = Field(default=0.0, description="Q of an unvisited child when scored by the prior.")
     rollout_weight: float | None = Field(
-        None, ge=0, le=1, description="Leaf value = (1-λ)·value + λ·rollout verdict; auto = 0 with a value "
+        default=None, ge=0, le=1, description="Leaf value = (1-λ)·value + λ·rollout verdict; auto = 0 with a value "
                                       "model, else 1 (verifier on) or 0.")
-    rollout_temperature: float = Field(0.0, ge=0, description="0 = greedy rollouts (cached per node).")
-    keep_rollouts: bool = Field(True, description="Rollout steps become unvisited tree nodes (their endings "
+    rollout_temperature: float = Field(default=0.0, ge=0, description="0 = greedy rollouts (cached per node).")
+    keep_rollouts: bool = Field(default=True, description="Rollout steps become unvisited tree nodes (their endings "
                                                   "are answers the search can return); else off-tree.")
     backup: Literal["mean", "mcts_dpo"] = "mean"
-    gamma: float = Field(1.0, ge=0, description="mcts_dpo: Q = r + gamma · V(child).")
-    virtual_loss_value: float = Field(-1.0, description="Value each pending (virtual) visit counts as.")
-    root_noise_eps: float = Field(0.0, ge=0, le=1, description="Dirichlet noise weight on root priors (0 = off).")
-    root_noise_alpha: float = Field(0.3, gt=0)
+    gamma: float = Field(default=1.0, ge=0, description="mcts_dpo: Q = r + gamma · V(child).")
+    virtual_loss_value: float = Field(default=-1.0, description="Value each pending (virtual) visit counts as.")
+    root_noise_eps: float = Field(default=0.0, ge=0, le=1, description="Dirichlet noise weight on root priors (0 = off).")
+    root_noise_alpha: float = Field(default=0.3, gt=0)
     answer_rule: Literal["path", "visits", "q"] = Field(
-        "path", description="path: best terminal below the deepest node of the most-visited (committed) "
+        default="path", description="path: best terminal below the deepest node of the most-visited (committed) "
                             "path that has one (verified-correct first when the verifier may be used); "
                             "visits: most visited terminal; q: highest-Q terminal.")
 

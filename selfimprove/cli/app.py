@@ -9,6 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfimprove.overrides import parse_sets
+
+__all__ = ["JSON_OPTION", "KNOB_OPTION", "app", "console", "emit", "err_console", "parse_sets", "quiet_transformers"]
+
 app = typer.Typer(
     name="selfimprove",
     help="Self-improving language models: search, step-level preferences, step-DPO/TPO training, in one loop.",
@@ -36,29 +40,6 @@ def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> No
             v = json.dumps(v, default=str)
         table.add_row(str(k), str(v))
     console.print(table)
-
-
-def parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``["max_ops=3", "ops=+-"]`` -> ``{"max_ops": 3, "ops": "+-"}`` for ``--set`` options.
-
-    Values are read as YAML scalars (3, 0.5, true); text YAML would turn into something else (``+-*``, a
-    path) stays as written. A malformed item is a UserError.
-    """
-    import yaml
-
-    from envs.errors import UserError
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected key=value")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        out[key.strip()] = parsed if isinstance(parsed, int | float | bool | dict | list) else value
-    return out
 
 
 def quiet_transformers() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.panel import Panel
 from rich.table import Table
 
+from envs.base import Split
 from envs.errors import UserError
 from selfimprove.cli.app import JSON_OPTION, app, console, parse_sets
 
@@ -57,7 +58,7 @@ def envs_show(
         "step_delimiter": env.step_delimiter, "knobs": fields,
     }
     try:
-        problem = env.load(split, 1, seed=seed)[0]
+        problem = env.load(cast(Split, split), 1, seed=seed)[0]  # the env names a bad split
     except UserError as e:
         if knobs:  # the user's own knobs led here: that is an error, not a note
             raise

@@ -24,17 +24,16 @@ def eval_cmd(
     """Evaluate a policy on the environment's test split with the verifier."""
     import time
 
-    from rich.progress import Progress
-
-    from agents.hf import HFPolicy
+    from agents import load_policy
     from envs.registry import make_env
-    from selfimprove.cli.app import err_console, quiet_transformers
+    from selfimprove.cli.app import quiet_transformers
+    from selfimprove.cli.bars import Bars
     from selfimprove.evaluate import evaluate
 
     quiet_transformers()
-    environment = make_env(env, parse_sets(knobs))
+    environment = make_env(env, parse_sets(knobs, option="--knob"))
     probs = environment.load("test", problems, seed=seed)
-    pol = HFPolicy(policy, device=device, seed=seed)
+    pol = load_policy(policy, device=device, seed=seed)
     vm = None
     if value is not None:
         from agents.value import HFValueModel
@@ -48,13 +47,8 @@ def eval_cmd(
         if why is not None:
             raise UserError(f"--search: {why}")
     t0 = time.perf_counter()
-    with Progress(console=err_console, transient=True, disable=as_json) as bars:
-        task = bars.add_task("evaluating", total=None)
-
-        def progress(phase: str, done: int, total: int) -> None:
-            bars.update(task, description=phase, completed=done, total=total)
-
+    with Bars("evaluating", quiet=as_json) as bars:
         out = evaluate(environment, probs, pol, k=k, temperature=temperature, seed=seed, value_model=vm,
-                       search_algo=search, progress=progress)
+                       search_algo=search, progress=bars)
     out = {"policy": policy, "env": env, **out, "wall_s": round(time.perf_counter() - t0, 2)}
     emit(out, as_json, title=f"eval {policy} on {env}")

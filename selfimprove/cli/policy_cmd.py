@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, err_console, parse_sets
+from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
 
 policy_app = typer.Typer(help="The policy model: build the embedded tiny policy.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -27,18 +26,11 @@ def policy_init(
     """
     from transformers.utils import logging as hf_logging
 
-    from agents.policy_init import build_tiny_policy
+    from selfimprove.cli.bars import Bars
+    from selfimprove.train.tiny_policy import build_tiny_policy
 
     hf_logging.disable_progress_bar()  # our own bar says what is happening
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task({"train": "training", "eval": "evaluating"}.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done)
-
-        summary = build_tiny_policy(env, out, steps=steps, seed=seed, progress=progress,
-                                    eval_problems=eval_problems, knobs=parse_sets(knobs))
+    with Bars(stages={"train": "training", "eval": "evaluating"}) as bars:
+        summary = build_tiny_policy(env, out, steps=steps, seed=seed, progress=bars, eval_problems=eval_problems,
+                                    knobs=parse_sets(knobs, option="--knob"))
     emit(summary, as_json, title=f"tiny policy for '{env}'")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -13,50 +12,13 @@ import typer
 from selfimprove.cli.app import JSON_OPTION, app, console, err_console, quiet_transformers
 
 
-def _progress(quiet: bool):
-    """A loop Progress that draws rich bars (on stderr, so --json output stays clean)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as RichProgress
-
-    from selfimprove.loop import Progress
-
-    class Bars(Progress):
-        def __init__(self):
-            self.bars = RichProgress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=err_console, transient=False,
-                                     disable=quiet)
-            self.task = None
-
-        def phase(self, name, total=None):
-            if self.task is not None:
-                self.bars.update(self.task, completed=self.bars.tasks[-1].total or 1,
-                                 total=self.bars.tasks[-1].total or 1)
-            self.task = self.bars.add_task(name, total=total)
-            if not quiet and not self.bars.console.is_terminal:  # no live bars: say what starts
-                self._say(f"{name} …")
-
-        def update(self, done, total=None):
-            if self.task is not None:
-                self.bars.update(self.task, completed=done, total=total)
-
-        def log(self, message):
-            if not quiet:
-                self._say(message)
-
-        def _say(self, message):
-            self.bars.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
-
-    return Bars()
-
-
 def run_and_report(cfg, run_dir: Path, *, resume: bool, as_json: bool, show_tree: bool = False) -> dict:
+    from selfimprove.cli.bars import Bars
     from selfimprove.loop import run_loop
     from selfimprove.report import summary_table
 
     quiet_transformers()
-
-    bars = _progress(quiet=False)
-    with bars.bars:
+    with Bars(transient=False) as bars:
         summary = run_loop(cfg, run_dir, resume=resume, progress=bars)
     out = console if not as_json else err_console
     if show_tree:
@@ -82,7 +44,8 @@ def _show_one_tree(run_dir: Path, iteration: int, out) -> None:
         return
     per_tree: dict[str, int] = {}
     for p in pairs:
-        per_tree[p.get("tree_id")] = per_tree.get(p.get("tree_id"), 0) + 1
+        if (tid := p.get("tree_id")) is not None:
+            per_tree[tid] = per_tree.get(tid, 0) + 1
     # the tree with the most extracted pairs that still reads on one screen
     tree = max(trees, key=lambda t: (len(t) <= 40, per_tree.get(t.id, 0), -len(t)))
     out.print(f"one tree from iteration {iteration} (selfimprove tree show {run.trees(iteration)} "
@@ -102,7 +65,7 @@ def run_cmd(
     from selfimprove.config import load_config
 
     cfg = load_config(config, overrides)
-    run_and_report(cfg, out or Path("runs") / cfg.name, resume=resume, as_json=as_json)
+    run_and_report(cfg, out or Path("runs") / (cfg.name or config.stem), resume=resume, as_json=as_json)
 
 
 DEMO_CONFIG = "demo.yaml"

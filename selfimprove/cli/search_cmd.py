@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.errors import UserError
-from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, err_console, parse_sets
+from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
 
 
 @app.command("search")
@@ -33,12 +32,13 @@ def search(
     if split not in ("train", "test"):
         raise UserError(f"--split must be 'train' or 'test', got '{split}'")
     config = make_config(algo, parse_sets(sets))  # bad algo / key fails before any model loads
-    environment = make_env(env, parse_sets(knobs))
+    environment = make_env(env, parse_sets(knobs, option="--knob"))
     items = environment.load(split, problems, seed=seed)
 
-    from agents.hf import HFPolicy
+    from agents import load_policy
+    from selfimprove.cli.bars import Bars
 
-    pol = HFPolicy(policy, seed=seed)
+    pol = load_policy(policy, seed=seed)
     val = None
     if value is not None:
         from pathlib import Path
@@ -48,11 +48,9 @@ def search(
         if not Path(value).is_dir():
             raise UserError(f"--value '{value}' is not a directory (a saved value model)")
         val = HFValueModel(value)
-    with Progress(TextColumn("searching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("search", total=len(items))
+    with Bars("searching") as bars:
         result = run_search(environment, items, pol, val, algo=algo, config=config, seed=seed,
-                            max_batch=max_batch, progress=lambda done, total: bar.update(task, completed=done))
+                            max_batch=max_batch, progress=bars)
     write_trees(out, result.trees)
     s = result.stats
     summary = {"out": out, "algo": algo, "env": env, "problems": s["problems"], "accuracy": s["accuracy"],

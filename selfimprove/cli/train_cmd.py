@@ -1,66 +1,63 @@
-"""`selfimprove train` (policy on preference data) and `selfimprove train-value` (value model on trees)."""
+"""`selfimprove train` (policy on preference data or SFT records) and `selfimprove train-value` (value
+model on trees). Each option is a field of the trainer's config (defaults from it); `--set` reaches the
+rest. The command writes `--out` atomically: the trainer fills a temp directory swapped in whole.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from selfimprove.cli.app import JSON_OPTION, app, emit, err_console, quiet_transformers
+from selfimprove.cli.app import JSON_OPTION, app, emit, parse_sets, quiet_transformers
+from selfimprove.train.config import LOSSES, PolicyTrainConfig, ValueTrainConfig
 
 
-class _Bar:
-    """A rich progress bar on stderr fed by the trainers' progress(step, total, row) callback."""
-
-    def __enter__(self) -> Callable:
-        self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                            TimeElapsedColumn(), console=err_console, transient=True)
-        self.bar.__enter__()
-        self.task = None
-
-        def update(step: int, total: int, row: dict) -> None:
-            if self.task is None:
-                self.task = self.bar.add_task("train", total=total, info="")
-            self.bar.update(self.task, completed=step, info=f"loss {row.get('loss', float('nan')):.4f}")
-
-        return update
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+def _default(cls: type[PolicyTrainConfig] | type[ValueTrainConfig], field: str) -> Any:
+    return cls.model_fields[field].default
 
 
 def _summary(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "history"}
 
 
+SET_OPTION = typer.Option([], "--set", help="Any other config field, key=value (repeatable), e.g. warmup_steps=10.")
+
+
 @app.command("train")
 def train(
     policy: str = typer.Option(..., "--policy", help="Policy HF directory to start from (also the reference)."),
-    data: str = typer.Option(..., "--data", help="Preference JSONL (from `selfimprove pairs`)."),
-    loss: str = typer.Option("step-dpo", "--loss", help="step-dpo | dpo | ipo | cdpo | rpo | tpo"),
+    data: str = typer.Option(..., "--data", help="Preference JSONL (from `selfimprove pairs`); SFT records for sft."),
+    loss: str = typer.Option(_default(PolicyTrainConfig, "loss"), "--loss", help=" | ".join(LOSSES)),
     out: str = typer.Option(..., "--out", help="Directory for the trained policy (written atomically)."),
-    backend: str = typer.Option("compact", "--backend", help="compact (ours, prefix-shared) | trl (DPOTrainer)."),
-    lora: bool = typer.Option(False, "--lora", help="Train a LoRA adapter (merged into the saved model)."),
-    beta: float = typer.Option(0.1, "--beta"),
-    lr: float = typer.Option(1e-5, "--lr"),
-    epochs: int = typer.Option(1, "--epochs"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    alpha: float = typer.Option(1.0, "--alpha", help="NLL weight of rpo."),
-    max_length: int = typer.Option(1024, "--max-length", help="Token limit of prompt + completion."),
+    backend: str = typer.Option(_default(PolicyTrainConfig, "backend"), "--backend",
+                                help="compact (ours, prefix-shared) | trl (DPOTrainer)."),
+    lora: bool = typer.Option(_default(PolicyTrainConfig, "lora"), "--lora",
+                              help="Train a LoRA adapter (merged into the saved model)."),
+    beta: float = typer.Option(_default(PolicyTrainConfig, "beta"), "--beta"),
+    lr: float = typer.Option(_default(PolicyTrainConfig, "lr"), "--lr"),
+    epochs: int = typer.Option(_default(PolicyTrainConfig, "epochs"), "--epochs"),
+    batch_size: int = typer.Option(_default(PolicyTrainConfig, "batch_size"), "--batch-size"),
+    alpha: float = typer.Option(_default(PolicyTrainConfig, "alpha"), "--alpha", help="NLL weight of rpo."),
+    max_length: int = typer.Option(_default(PolicyTrainConfig, "max_length"), "--max-length",
+                                   help="Token limit of prompt + completion."),
     ref: str = typer.Option(None, "--ref", help="Reference model directory (default: --policy)."),
     seed: int = typer.Option(0, "--seed"),
+    sets: list[str] = SET_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Train the policy on preference pairs or lists; print loss, margins and throughput."""
-    quiet_transformers()
-    from selfimprove.train import train_policy
+    """Train the policy on preference pairs or lists (or SFT records); print loss, margins and throughput."""
+    from envs.io import atomic_dir
+    from selfimprove.cli.bars import Bars
+    from selfimprove.train.policy import fit_policy
 
-    with _Bar() as progress:
-        metrics = train_policy(policy, data, out, loss=loss, beta=beta, lr=lr, epochs=epochs, batch_size=batch_size,
-                               lora=lora, ref_dir=ref, seed=seed, max_length=max_length, alpha=alpha,
-                               backend=backend, progress=progress)
-    emit({**_summary(metrics), "out": out}, as_json, title=f"train ({loss}, {backend})")
+    cfg = PolicyTrainConfig.parse({"loss": loss, "backend": backend, "lora": lora, "beta": beta, "lr": lr,
+                                   "epochs": epochs, "batch_size": batch_size, "alpha": alpha,
+                                   "max_length": max_length, **parse_sets(sets)}, "train")
+    quiet_transformers()
+    with Bars("training") as bars, atomic_dir(out) as tmp:
+        metrics = fit_policy(policy, data, tmp, cfg, ref_dir=ref, seed=seed, progress=bars)
+    emit({**_summary(metrics), "out": out}, as_json, title=f"train ({cfg.loss}, {cfg.backend})")
 
 
 @app.command("train-value")
@@ -69,23 +66,28 @@ def train_value(
     out: str = typer.Option(..., "--out", help="Directory for the value model (written atomically)."),
     init: str = typer.Option(None, "--init", help="Policy directory (fresh head) or value directory to start from."),
     policy: str = typer.Option(None, "--policy", help="Alias of --init."),
-    epochs: int = typer.Option(3, "--epochs"),
-    lr: float = typer.Option(1e-4, "--lr"),
-    target: str = typer.Option("mc", "--target", help="mc (subtree success rate) | q (MCTS Q)."),
-    heldout: float = typer.Option(0.2, "--heldout", help="Fraction of trees held out for AUROC."),
+    epochs: int = typer.Option(_default(ValueTrainConfig, "epochs"), "--epochs"),
+    lr: float = typer.Option(_default(ValueTrainConfig, "lr"), "--lr"),
+    target: str = typer.Option(_default(ValueTrainConfig, "target"), "--target",
+                               help="mc (subtree success rate) | q (MCTS Q)."),
+    heldout: float = typer.Option(_default(ValueTrainConfig, "heldout_fraction"), "--heldout",
+                                  help="Fraction of trees held out for AUROC."),
     seed: int = typer.Option(0, "--seed"),
+    sets: list[str] = SET_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the value model on tree nodes; print held-out AUROC before and after."""
     from envs.errors import UserError
+    from envs.io import atomic_dir
+    from selfimprove.cli.bars import Bars
+    from selfimprove.train import fit_value
 
     init_from = init or policy
     if not init_from:
         raise UserError("train-value needs --init POLICY_OR_VALUE_DIR")
+    cfg = ValueTrainConfig.parse({"epochs": epochs, "lr": lr, "target": target, "heldout_fraction": heldout,
+                                  **parse_sets(sets)}, "train-value")
     quiet_transformers()
-    from selfimprove.train import train_value as _train_value
-
-    with _Bar() as progress:
-        metrics = _train_value(trees, out, init_from=init_from, epochs=epochs, lr=lr, seed=seed,
-                               heldout_fraction=heldout, target=target, progress=progress)
+    with Bars("training") as bars, atomic_dir(out) as tmp:
+        metrics = fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=bars)
     emit({**_summary(metrics), "out": out}, as_json, title="train-value")

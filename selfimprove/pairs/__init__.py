@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from envs.base import Environment
 from envs.errors import UserError, pydantic_message
 from search.tree import Tree
 from selfimprove.pairs.records import PreferenceList, PreferencePair, Record, read_records, write_records
@@ -34,14 +36,17 @@ def make_config(strategy: str, config: StrategyConfig | dict[str, Any] | None = 
 
 
 def extract(trees: Iterable[Tree], strategy: str = "q-gap", config: StrategyConfig | dict | None = None, *,
-            iteration: int = 0, seed: int = 0) -> tuple[list[Record], dict[str, Any]]:
+            iteration: int = 0, seed: int = 0, env: Environment | None = None) -> tuple[list[Record], dict[str, Any]]:
     """Records from every tree (deduplicated, in tree order) and their stats.
 
-    stats: strategy, trees, count, duplicates (dropped), mean_margin (pairs: margin; lists: best minus
-    worst score), depth_histogram {depth: count}.
+    env: the environment a strategy with a process verifier (step-check) judges steps with, unless its
+    config names another. stats: strategy, trees, count, duplicates (dropped), mean_margin (pairs:
+    margin; lists: best minus worst score), depth_histogram {depth: count}.
     """
     cfg = make_config(strategy, config)
     fn = STRATEGIES[strategy].fn
+    if STRATEGIES[strategy].needs_env:
+        fn = functools.partial(fn, env=_strategy_env(strategy, cfg, env))
     records: list[Record] = []
     seen: set[tuple] = set()
     n_trees = dups = 0
@@ -67,3 +72,15 @@ def extract(trees: Iterable[Tree], strategy: str = "q-gap", config: StrategyConf
         "depth_histogram": {str(d): depths[d] for d in sorted(depths)},
     }
     return records, stats
+
+
+def _strategy_env(strategy: str, cfg: StrategyConfig, env: Environment | None) -> Environment:
+    """The environment the config names (built once per extract), else the one handed in."""
+    name = getattr(cfg, "env", None)
+    if name is not None:
+        from envs.registry import make_env
+
+        return make_env(name, getattr(cfg, "knobs", {}))
+    if env is None:
+        raise UserError(f"strategy '{strategy}': field 'env': an environment with check_step is needed")
+    return env

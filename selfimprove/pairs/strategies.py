@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from envs.base import Environment
 from search.tree import Node, Tree
 from selfimprove.pairs.records import PreferenceList, PreferencePair, Record
 
@@ -27,8 +28,8 @@ class StrategyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    continuation: bool = Field(False, description="Append each compared step's best continuation (by Q).")
-    min_visits: int = Field(1, ge=0, description="Compared children need at least this many visits.")
+    continuation: bool = Field(default=False, description="Append each compared step's best continuation (by Q).")
+    min_visits: int = Field(default=1, ge=0, description="Compared children need at least this many visits.")
 
 
 # --- tree helpers -----------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ def first_error(tree: Tree, cfg: FirstErrorConfig, rng: random.Random) -> list[R
     wrong = sorted((n for n in tree.terminals() if not n.correct and n.score is not None), key=lambda n: n.id)
     for leaf in wrong:
         err = next((n for n in tree.path(leaf.id)[1:] if bad(n)), None)
-        if err is None or err.id in seen:
+        if err is None or err.id in seen or err.parent is None:  # a step below the root has a parent
             continue
         seen.add(err.id)
         right = sorted((s for s in tree.siblings(err.id) if good(s) and s.visits >= cfg.min_visits), key=_order)
@@ -164,7 +165,7 @@ def selected_vs_pruned(tree: Tree, cfg: SelectedVsPrunedConfig, rng: random.Rand
     out: list[Record] = []
     for node in path[1:]:
         for sib in sorted(tree.siblings(node.id), key=lambda n: n.id):
-            if sib.visits >= cfg.min_visits:
+            if sib.visits >= cfg.min_visits and node.parent is not None:  # below the root: it has one
                 out.append(make_pair(tree, cfg, "selected-vs-pruned", node.parent, node, sib,
                                      margin=node.q - sib.q))
     return out
@@ -250,25 +251,18 @@ class StepCheckConfig(StrategyConfig):
     """Sibling pairs judged by the environment's process verifier (``env.check_step``)."""
 
     min_visits: int = 0
-    env: str | None = Field(None, description="Environment whose check_step judges steps (the loop sets it).")
+    env: str | None = Field(None, description="Environment whose check_step judges steps (default: the env "
+                            "`extract` is handed, the run's in the loop).")
     knobs: dict = Field(default_factory=dict, description="That environment's knobs.")
     max_pairs_per_node: int = Field(2, ge=1, description="Wrong siblings paired with the best right one.")
 
 
-def step_check(tree: Tree, cfg: StepCheckConfig, rng: random.Random) -> list[Record]:
+def step_check(tree: Tree, cfg: StepCheckConfig, rng: random.Random, env: Environment) -> list[Record]:
     """At every node with children, the best verified-right child (by Q) vs its verified-wrong siblings.
 
     A child is right when ``env.check_step`` says True, wrong when it says False; None (the checker cannot
     judge) leaves the child out. Wrong siblings: lowest Q first.
     """
-    from envs.errors import UserError
-    from envs.registry import make_env
-
-    if cfg.env is None:
-        raise UserError("strategy 'step-check': field 'env': an environment with check_step is needed")
-    env = _env_cache.get((cfg.env, repr(sorted(cfg.knobs.items()))))
-    if env is None:
-        env = _env_cache[(cfg.env, repr(sorted(cfg.knobs.items())))] = make_env(cfg.env, cfg.knobs)
     out: list[Record] = []
     for p in sorted(tree, key=lambda n: n.id):
         kids = [c for c in tree.children(p.id) if c.visits >= cfg.min_visits]
@@ -285,15 +279,16 @@ def step_check(tree: Tree, cfg: StepCheckConfig, rng: random.Random) -> list[Rec
     return out
 
 
-_env_cache: dict = {}
-
-
 @dataclass(frozen=True)
 class Strategy:
+    """A strategy: its config class and its function fn(tree, config, rng) — with the environment as a
+    fourth argument when `needs_env` (a process verifier judges the steps)."""
+
     name: str
     config: type[StrategyConfig]
-    fn: Callable[[Tree, StrategyConfig, random.Random], list[Record]]
+    fn: Callable[..., list[Record]]
     description: str
+    needs_env: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
@@ -306,5 +301,6 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("ranked-list", RankedListConfig, ranked_list, "ranked continuations per decision point (TPO)"),
     Strategy("outcome", OutcomeConfig, outcome, "correct vs wrong whole solutions (baseline)"),
     Strategy("step-check", StepCheckConfig, step_check,
-             "verified-right step vs verified-wrong siblings, judged by the env's check_step (process verifier)"),
+             "verified-right step vs verified-wrong siblings, judged by the env's check_step (process verifier)",
+             needs_env=True),
 ]}

@@ -1,26 +1,29 @@
-"""Training: preference losses, the policy trainers (ours and TRL's), and value-model training.
+"""Training: the trainers' typed configs, preference losses, the one training loop (`fit`), the policy
+trainers (ours, TRL's, SFT), value-model training and the tiny-policy builder.
 
-`train_policy` and `train_value` are imported lazily so `import selfimprove.train` stays light.
+`fit_*` write into the directory they are given; `train_*` write atomically (a temp directory swapped
+in whole). The trainers are imported on first use, so `import selfimprove.train.config` (which the run
+config and the CLI do) stays light: no torch, no transformers.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["train_policy", "train_value"]
+from selfimprove.train.config import LOSSES, PolicyTrainConfig, ValueTrainConfig
 
+if TYPE_CHECKING:
+    from selfimprove.train.policy import fit_policy, train_policy
+    from selfimprove.train.value import fit_value, train_value
 
-def train_policy(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from selfimprove.train.policy import train_policy as _train_policy
-
-    return _train_policy(*args, **kwargs)
-
-
-def train_value(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from selfimprove.train.value import train_value as _train_value
-
-    return _train_value(*args, **kwargs)
+_LAZY = {"fit_policy": "selfimprove.train.policy", "train_policy": "selfimprove.train.policy",
+         "fit_value": "selfimprove.train.value", "train_value": "selfimprove.train.value"}
+__all__ = ["LOSSES", "PolicyTrainConfig", "ValueTrainConfig", "fit_policy", "fit_value", "train_policy",
+           "train_value"]
 
 
-train_policy.__doc__ = "Train a policy on preference records; see selfimprove.train.policy.train_policy."
-train_value.__doc__ = "Train a value model on search trees; see selfimprove.train.value.train_value."
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'selfimprove.train' has no attribute '{name}'")

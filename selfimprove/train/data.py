@@ -112,7 +112,7 @@ def collate(examples: Sequence[Example], pad_id: int, *, share_prefix: bool = Tr
     With share_prefix=False every completion gets its own row (the prompt is recomputed each time).
     """
     groups: list[Group] = []
-    by_prompt: dict[tuple, tuple[int, dict]] = {}
+    by_prompt: dict[tuple[int, ...] | int, tuple[int, dict]] = {}
     where: list[list[tuple[int, int]]] = []
     for ex in examples:
         locs = []

@@ -4,10 +4,13 @@
 which is wrong for step completions (a step ends with the step delimiter, not the sequence), so we
 tokenize prompt and completion ourselves exactly as the compact trainer does. TRL's `sigmoid` loss
 ignores per-pair weights and label smoothing: use the compact backend for cdpo, tpo and weighted pairs.
+From the config, grad_clip and warmup_steps apply here too; share_prefix and tpo_asr are the compact
+trainer's.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from typing import Any
@@ -15,22 +18,15 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
-from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_config import DPOConfig
+from trl.trainer.dpo_trainer import DPOTrainer
 
-from envs.errors import UserError
+from envs.progress import SILENT, Progress
 from selfimprove.pairs.records import Record
+from selfimprove.train.checkpoint import load_trainable, peak_rss_mb, save_trained
+from selfimprove.train.config import TRL_LOSS_TYPES, PolicyTrainConfig
 from selfimprove.train.data import list_to_pairs, tokenize
-from selfimprove.train.policy import (
-    Progress,
-    attach_reference,
-    load_policy,
-    mean_margin,
-    peak_rss_mb,
-    save_policy_dir,
-)
-
-TRL_LOSSES = {"dpo": (["sigmoid"], None), "step-dpo": (["sigmoid"], None), "ipo": (["ipo"], None),
-              "rpo": (["sigmoid", "sft"], "alpha")}
+from selfimprove.train.reference import attach_reference, mean_margin
 
 
 class StepDPOTrainer(DPOTrainer):
@@ -40,9 +36,11 @@ class StepDPOTrainer(DPOTrainer):
         return dataset
 
 
-class _Progress(TrainerCallback):
-    def __init__(self, fn: Progress | None):
-        self.fn, self.history = fn, []
+class _Report(TrainerCallback):
+    """Collects TRL's per-step logs as our history rows and reports them as progress."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.history = progress, []
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
@@ -50,13 +48,13 @@ class _Progress(TrainerCallback):
                    "margin": float(logs.get("rewards/margins", 0.0)),
                    "accuracy": float(logs.get("rewards/accuracies", 0.0))}
             self.history.append(row)
-            if self.fn:
-                self.fn(state.global_step, state.max_steps, row)
+            self.progress.update(state.global_step, state.max_steps,
+                                 **{k: v for k, v in row.items() if k != "step"})
 
 
 def pairs_dataset(records: list[Record], tokenizer, max_length: int) -> tuple[Dataset, int]:
     """Token-id dataset for DPOTrainer, and the token count a one-sequence-per-completion pass sees."""
-    flat = []
+    flat: list[Record] = []
     for r in records:
         flat.extend(list_to_pairs(r) if r.kind == "list" else [r])
     exs = tokenize(flat, tokenizer, max_length=max_length, as_lists=False)
@@ -65,63 +63,64 @@ def pairs_dataset(records: list[Record], tokenizer, max_length: int) -> tuple[Da
     return ds, sum(e.num_tokens for e in exs)
 
 
-def train_trl(policy_dir, records: list[Record], out_dir, *, loss: str, beta: float, lr: float, epochs: int,
-              batch_size: int, lora: bool, lora_r: int, lora_alpha: int, ref_dir, seed: int, max_length: int,
-              alpha: float, eval_records: list[Record] | None = None,
-              progress: Progress | None = None) -> dict[str, Any]:
-    if loss not in TRL_LOSSES:
-        raise UserError(f"loss '{loss}' is not available through TRL (it has {', '.join(TRL_LOSSES)}); "
-                        "use the compact backend")
-    loss_type, weights = TRL_LOSSES[loss]
+def train_trl(policy_dir: str | os.PathLike, records: list[Record], out_dir: str | os.PathLike,
+              cfg: PolicyTrainConfig, *, ref_dir: str | os.PathLike | None, seed: int,
+              eval_records: list[Record] | None = None, progress: Progress = SILENT) -> dict[str, Any]:
+    """Train on `records` with trl.DPOTrainer and write the new policy into `out_dir`; returns the metrics."""
+    loss, beta, lr, epochs, batch_size, max_length = (cfg.loss, cfg.beta, cfg.lr, cfg.epochs, cfg.batch_size,
+                                                       cfg.max_length)
+    loss_type, weighted = TRL_LOSS_TYPES[loss]  # the config has checked the loss is one of these
     torch.manual_seed(seed)
-    model, tok = load_policy(policy_dir)
+    model, tok = load_trainable(policy_dir)
     ds, tokens = pairs_dataset(records, tok, max_length)
     evals = tokenize(eval_records, tok, max_length=max_length, as_lists=False) if eval_records else []
+    before = None
     if evals:
-        attach_reference(load_policy(ref_dir)[0] if ref_dir else model, evals, tok.pad_token_id, 32)
+        attach_reference(load_trainable(ref_dir)[0] if ref_dir else model, evals, tok.pad_token_id, 32)
         before = mean_margin(model, evals, tok.pad_token_id, beta)
     peft_config = None
     ref_model = None
-    if lora:
+    if cfg.lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-                                 task_type="CAUSAL_LM")
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
     else:
-        ref_model = load_policy(ref_dir or policy_dir)[0]
+        ref_model = load_trainable(ref_dir or policy_dir)[0]
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="selfimprove-trl-") as scratch:
         args = DPOConfig(
-            output_dir=scratch, loss_type=loss_type, loss_weights=[1.0, alpha] if weights else None, beta=beta,
+            output_dir=scratch, loss_type=loss_type, loss_weights=[1.0, cfg.alpha] if weighted else None, beta=beta,
             learning_rate=lr, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
             max_length=max_length, seed=seed, data_seed=seed, report_to=[], save_strategy="no", logging_steps=1,
             disable_tqdm=True, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=not cuda,
-            dataloader_num_workers=0, lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0,
+            dataloader_num_workers=0, lr_scheduler_type="linear", warmup_steps=cfg.warmup_steps,
+            max_grad_norm=cfg.grad_clip,
             adam_beta2=0.95, weight_decay=0.0, pad_to_multiple_of=None,
         )
-        cb = _Progress(progress)
+        cb = _Report(progress)
         trainer = StepDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=ds,
                                  processing_class=tok, peft_config=peft_config, callbacks=[cb])
         trainer.remove_callback(PrinterCallback)  # our progress callback reports instead of printing dicts
         t0 = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - t0
-    trained = trainer.model
-    if lora:
+    trained: Any = trainer.model
+    if cfg.lora:
         trained = trained.merge_and_unload()
     hist = cb.history
     metrics = {
         "backend": "trl", "loss": loss, "beta": beta, "lr": lr, "epochs": epochs, "batch_size": batch_size,
-        "lora": lora, "examples": len(ds), "steps": trainer.state.global_step,
+        "lora": cfg.lora, "examples": len(ds), "steps": trainer.state.global_step,
         "final_loss": hist[-1]["loss"] if hist else None, "first_loss": hist[0]["loss"] if hist else None,
         "train_margin": hist[-1]["margin"] if hist else None,
         "train_accuracy": hist[-1]["accuracy"] if hist else None,
         "tokens": tokens * epochs, "train_s": wall, "tokens_per_s": tokens * epochs / wall if wall > 0 else None,
         "peak_rss_mb": peak_rss_mb(), "history": hist,
     }
-    if evals:
+    if before is not None:
         after = mean_margin(trained, evals, tok.pad_token_id, beta)
         metrics.update(eval_margin_before=before["margin"], eval_margin_after=after["margin"],
                        eval_accuracy_before=before["accuracy"], eval_accuracy_after=after["accuracy"])
-    save_policy_dir(trained, tok, out_dir, metrics)
+    save_trained(trained, tok, out_dir, metrics)
     return metrics

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PAIR_LOSSES = ("dpo", "step-dpo", "cdpo", "ipo", "rpo")
-LOSSES = (*PAIR_LOSSES, "tpo")
+from selfimprove.train.config import PAIR_LOSSES  # the loss names live in one list, in the trainer's config
+
+__all__ = ["PAIR_LOSSES", "cdpo", "dpo", "ipo", "lambda_weights", "pair_loss", "rpo", "tpo"]
 
 
 def dpo(chosen: torch.Tensor, rejected: torch.Tensor, beta: float) -> torch.Tensor:
@@ -101,8 +102,12 @@ def pair_loss(name: str, *, chosen: torch.Tensor, rejected: torch.Tensor, beta: 
     if name == "cdpo":
         return cdpo(chosen, rejected, beta, eps if eps is not None else 0.0)
     if name == "ipo":
+        if chosen_len is None or rejected_len is None:
+            raise ValueError("ipo needs chosen_len and rejected_len")
         return ipo(chosen, rejected, chosen_len, rejected_len, beta)
     if name == "rpo":
+        if chosen_logps is None or chosen_len is None:
+            raise ValueError("rpo needs chosen_logps and chosen_len")
         return rpo(chosen, rejected, beta, chosen_logps, chosen_len, alpha)
     raise ValueError(f"unknown pair loss '{name}'")
 

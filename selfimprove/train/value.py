@@ -1,8 +1,7 @@
 """Value-model training from search trees: regression onto outcomes plus a sibling ranking loss.
 
 Each tree node becomes an example: its prefix text (``tree.prefix_text``: prompt + steps, each + the
-tree's delimiter) and a
-target in [-1, 1] — by default the Monte-Carlo success of its subtree (2·correct/terminals − 1, nodes
+tree's delimiter) and a target in [-1, 1] — by default the Monte-Carlo success of its subtree (2·correct/terminals − 1, nodes
 with no terminal below are skipped), or its MCTS Q (`target="q"`). The loss is
 ``MSE(tanh(raw), target) + rank_weight · mean relu(rank_margin − (tanh(raw_a) − tanh(raw_b)))`` over
 sibling pairs whose targets differ by more than `rank_gap` (a above b; the SVPO-style step ranking).
@@ -15,10 +14,8 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +23,12 @@ from typing import Any
 import torch
 
 from envs.errors import UserError
-from envs.io import atomic_write_json, replace_dir
+from envs.io import atomic_dir, atomic_write_json
+from envs.progress import SILENT, Progress
 from search.tree import Tree, read_trees
-from selfimprove.train.policy import peak_rss_mb
+from selfimprove.train.checkpoint import METRICS_FILE, peak_rss_mb
+from selfimprove.train.config import ValueTrainConfig
+from selfimprove.train.fit import fit
 
 
 @dataclass
@@ -135,87 +135,86 @@ def load_value_model(init_from: str | os.PathLike):
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike, *,
-                init_from: str | os.PathLike, epochs: int = 3, lr: float = 1e-4, seed: int = 0,
-                heldout_fraction: float = 0.2, batch_size: int = 32, target: str = "mc",
-                rank_weight: float = 1.0, rank_margin: float = 0.1, rank_gap: float = 0.1,
-                max_length: int = 1024, progress: Callable[[int, int, dict], None] | None = None
-                ) -> dict[str, Any]:
-    """Train a value model on tree nodes; write it to `out_dir` atomically; return metrics.
+def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike,
+              config: ValueTrainConfig | Mapping[str, Any] | None = None, *, init_from: str | os.PathLike,
+              seed: int = 0, progress: Progress = SILENT) -> dict[str, Any]:
+    """Train a value model on tree nodes and write it into `out_dir`; return metrics (also saved there).
 
     Metrics include heldout_auroc_before / heldout_auroc (after) and heldout_mse_before / heldout_mse.
     """
+    cfg = ValueTrainConfig.parse(config, "value training config")
     if isinstance(trees, (str, os.PathLike)):
         trees = read_trees(trees)
     trees = list(trees)
-    if not 0.0 <= heldout_fraction < 1.0:
-        raise UserError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
     rng = random.Random(seed)
     order = list(range(len(trees)))
     rng.shuffle(order)
-    n_held = min(len(trees) - 1, max(1, round(heldout_fraction * len(trees)))) if heldout_fraction > 0 else 0
+    n_held = min(len(trees) - 1, max(1, round(cfg.heldout_fraction * len(trees)))) if cfg.heldout_fraction > 0 \
+        else 0
     held_idx = set(order[:n_held])
     train_trees = [t for i, t in enumerate(trees) if i not in held_idx]
     held_trees = [t for i, t in enumerate(trees) if i in held_idx]
-    train = value_examples(train_trees, target=target)
-    held = value_examples(held_trees, target=target)
+    train = value_examples(train_trees, target=cfg.target)
+    held = value_examples(held_trees, target=cfg.target)
     if not train:
         raise UserError("no value-training examples: the trees have no terminal nodes (target 'mc') "
                         "or no visited nodes (target 'q')")
     torch.manual_seed(seed)
     model = load_value_model(init_from)
     tok = model.tokenizer
-    n_long = sum(len(tok(e.prefix).input_ids) > max_length for e in train)
-    train = [e for e in train if len(tok(e.prefix).input_ids) <= max_length]
-    held = [e for e in held if len(tok(e.prefix).input_ids) <= max_length]
+    n_long = sum(len(tok(e.prefix).input_ids) > cfg.max_length for e in train)
+    train = [e for e in train if len(tok(e.prefix).input_ids) <= cfg.max_length]
+    held = [e for e in held if len(tok(e.prefix).input_ids) <= cfg.max_length]
     before = evaluate(model, tok, held)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     dev = next(model.parameters()).device
     groups: dict[tuple, list[ValueExample]] = {}
     for e in train:
         groups.setdefault(e.group, []).append(e)
-    history, step, rank_pairs = [], 0, 0
+
+    def epochs() -> Iterator[list[ValueExample]]:
+        """Sibling groups stay together (the ranking term needs them in one batch); group order is shuffled."""
+        for _ in range(cfg.epochs):
+            buckets = list(groups.values())
+            rng.shuffle(buckets)
+            flat = [e for b in buckets for e in b]
+            for i in range(0, len(flat), cfg.batch_size):
+                yield flat[i : i + cfg.batch_size]
+
+    def loss_fn(batch: list[ValueExample]) -> tuple[torch.Tensor, dict]:
+        raw = model(*_encode(tok, [e.prefix for e in batch], dev)).float()
+        targets = torch.tensor([e.target for e in batch], device=dev)
+        loss, n_rank = value_loss(torch.tanh(raw), targets, [e.group for e in batch], rank_weight=cfg.rank_weight,
+                                  rank_margin=cfg.rank_margin, rank_gap=cfg.rank_gap)
+        return loss, {"rank_pairs": n_rank}
+
     t0 = time.perf_counter()
-    total = epochs * math.ceil(len(train) / batch_size)
-    for _ in range(epochs):
-        buckets = list(groups.values())
-        rng.shuffle(buckets)
-        flat = [e for b in buckets for e in b]
-        for i in range(0, len(flat), batch_size):
-            batch = flat[i : i + batch_size]
-            raw = model(*_encode(tok, [e.prefix for e in batch], dev)).float()
-            targets = torch.tensor([e.target for e in batch], device=dev)
-            loss, n_rank = value_loss(torch.tanh(raw), targets, [e.group for e in batch], rank_weight=rank_weight,
-                                      rank_margin=rank_margin, rank_gap=rank_gap)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            rank_pairs += n_rank
-            history.append({"step": step, "loss": loss.item(), "rank_pairs": n_rank})
-            if progress:
-                progress(step, total, history[-1])
+    total = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    history = fit(params, opt, epochs(), loss_fn, total=total, grad_clip=1.0, progress=progress)
     wall = time.perf_counter() - t0
     after = evaluate(model, tok, held)
     metrics = {
         "trees": len(trees), "train_trees": len(train_trees), "heldout_trees": len(held_trees),
         "train_examples": len(train), "heldout_examples": len(held), "skipped_long": n_long,
-        "heldout_labelled": sum(e.label is not None for e in held), "target": target, "epochs": epochs, "lr": lr,
-        "steps": step, "rank_pairs": rank_pairs, "first_loss": history[0]["loss"] if history else None,
+        "heldout_labelled": sum(e.label is not None for e in held), "target": cfg.target, "epochs": cfg.epochs,
+        "lr": cfg.lr, "steps": len(history), "rank_pairs": sum(row["rank_pairs"] for row in history),
+        "first_loss": history[0]["loss"] if history else None,
         "final_loss": history[-1]["loss"] if history else None, "train_s": wall,
         "heldout_mse_before": before["mse"], "heldout_mse": after["mse"],
         "heldout_auroc_before": before["auroc"], "heldout_auroc": after["auroc"],
         "peak_rss_mb": peak_rss_mb(), "init_from": str(init_from), "history": history,
     }
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        model.save_pretrained(str(scratch / "model"))
-        atomic_write_json(scratch / "model" / "training_metrics.json", metrics)
-        replace_dir(scratch / "model", out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    model.save_pretrained(str(out_dir))
+    atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
     return metrics
+
+
+def train_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike,
+                config: ValueTrainConfig | Mapping[str, Any] | None = None, *, init_from: str | os.PathLike,
+                seed: int = 0, progress: Progress = SILENT) -> dict[str, Any]:
+    """`fit_value` into a temp directory swapped in for `out_dir` whole (nothing half-written)."""
+    cfg = ValueTrainConfig.parse(config, "value training config")
+    with atomic_dir(out_dir) as tmp:
+        return fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=progress)

@@ -20,6 +20,7 @@ class ParityEnv(Environment):
     kind = "math"
     description = "plug-in test environment: is the number even or odd?"
     Config = ParityConfig
+    config: ParityConfig
 
     def load(self, split, count, seed=0):
         rng = random.Random(f"parity:{split}:{seed}")

@@ -12,7 +12,8 @@ and preference training removes, next to random arithmetic errors that only far 
 
 The output is a standard HF directory (config.json, model.safetensors, tokenizer files,
 generation_config.json) plus `policy_build.json`, the manifest that makes a rebuild with the same
-settings a no-op.
+settings a no-op. The tokenizer and the model are built by `agents.tiny`; the SFT steps run through the
+shared training loop (`selfimprove.train.fit`), which is why the builder lives here, above `agents`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ import hashlib
 import json
 import math
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from envs.errors import UserError
-from envs.io import replace_dir
+from envs.io import atomic_dir
+from envs.progress import SILENT, Progress, Staged
+from selfimprove.train.fit import fit
 
 MANIFEST = "policy_build.json"
 FORMAT = "selfimprove-tiny-policy/1"
@@ -47,8 +49,6 @@ POOL_MAX = 16000  # distinct training problems drawn (batches sample from this p
 AUTOCAST_BF16 = False
 LENGTH_GROUP = 1  # >1: batches from LENGTH_GROUP × batch samples sorted by length (less padding, worse model)
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
 
 def work_arithmetic(expr: str, *, smaller_from_larger: bool = False, wrong_at: int | None = None,
                     rng: random.Random | None = None) -> list[str]:
@@ -58,11 +58,11 @@ def work_arithmetic(expr: str, *, smaller_from_larger: bool = False, wrong_at: i
     wrong_at: operation index whose result is off by one of ERROR_OFFSETS (drawn from `rng`).
     Every mistake is carried forward: later steps use the wrong value.
     """
-    from envs.arithmetic import next_operation, reduce_once, tokenize
+    from envs.arithmetic import next_operation, operation, reduce_once, tokenize
 
     tokens, steps = tokenize(expr), []
     while (k := next_operation(tokens)) is not None:
-        a, op, b = tokens[k - 1], tokens[k], tokens[k + 1]
+        a, op, b = operation(tokens, k)
         c = a + b if op == "+" else a - b if op == "-" else a * b
         if smaller_from_larger and op == "-" and 0 <= a < b:
             c = -c
@@ -121,14 +121,15 @@ def read_manifest(out_dir: str | Path) -> dict | None:
 
 
 def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-policy", *, steps: int = 1200,
-                      seed: int = 0, progress: Progress | None = None, eval_problems: int = EVAL_PROBLEMS,
+                      seed: int = 0, progress: Progress = SILENT, eval_problems: int = EVAL_PROBLEMS,
                       knobs: dict | None = None) -> dict:
     """Train the tiny policy for `env_name` (with the environment's `knobs`) into `out_dir` and evaluate it
     on the same environment; returns the summary.
 
     A complete `out_dir` built with the same settings is reused (summary["cached"] is True). The summary
     holds greedy_accuracy and best_of_16_accuracy (temperature-1 samples, the verifier picks: pass@16) on
-    200 held-out test problems, build_seconds, params and vocab_size.
+    200 held-out test problems, build_seconds, params and vocab_size. Progress reports carry stage
+    "train" (optimizer steps), then "eval".
     """
     from envs.registry import make_env
 
@@ -144,26 +145,20 @@ def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-
     if out.exists() and (not out.is_dir() or (man is None and any(out.iterdir()))):
         raise UserError(f"--out '{out}' exists and is not a tiny-policy directory; choose another path")
     t0 = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        train = _train(env, tmp, steps=steps, seed=seed, progress=progress)
+    with atomic_dir(out) as tmp:
+        train = _train(env, tmp, steps=steps, seed=seed, progress=Staged(progress, "train"))
         train_s = time.perf_counter() - t0
-        acc = evaluate_policy(env, str(tmp), seed=seed, count=eval_problems, progress=progress)
+        acc = evaluate_policy(env, str(tmp), seed=seed, count=eval_problems, progress=Staged(progress, "eval"))
         summary = {"env": env_name, "knobs": knobs, "out": str(out), "steps": steps, "seed": seed, **acc,
                    "gap_points": round(100 * (acc["best_of_16_accuracy"] - acc["greedy_accuracy"]), 1),
                    "params": train["params"], "vocab_size": train["vocab_size"], "final_loss": train["final_loss"],
                    "train_seconds": round(train_s, 1), "build_seconds": round(time.perf_counter() - t0, 1),
                    "cached": False}
         (tmp / MANIFEST).write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 
-def _train(env, out: Path, *, steps: int, seed: int, progress: Progress | None) -> dict:
+def _train(env, out: Path, *, steps: int, seed: int, progress: Progress) -> dict:
     """Tokenizer + model + SFT (loss on solution tokens only, right padding, no attention mask)."""
     import torch
     from transformers import GenerationConfig, get_cosine_schedule_with_warmup
@@ -174,25 +169,30 @@ def _train(env, out: Path, *, steps: int, seed: int, progress: Progress | None) 
     batch = OPTIM["batch"]
     problems = env.load("train", min(steps * batch, POOL_MAX), seed)
     prompts = [env.prompt(p) for p in problems]
-    tok = train_tokenizer((q + _solution_text(env, p, rng) for p, q in zip(problems[:4000], prompts, strict=False)),
+    tok: Any = train_tokenizer((q + _solution_text(env, p, rng) for p, q in zip(problems[:4000], prompts, strict=False)),
                           vocab_size=1000, individual_digits=True)
     eos, pad = tok.eos_token_id, tok.pad_token_id
     prompt_len = [len(ids) for ids in tok(prompts)["input_ids"]]
 
     model = build_llama(tok, seed=seed, max_positions=512, **ARCH)
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=pad)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    params = list(model.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": OPTIM["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=OPTIM["lr"], betas=OPTIM["betas"])
     sched = get_cosine_schedule_with_warmup(opt, OPTIM["warmup"], steps)
     model.train()
-    losses: list[float] = []
-    queue: list[list[tuple[list[int], int]]] = []
-    for step in range(steps):
-        if not queue:
-            queue = _length_grouped_batches(env, problems, prompts, prompt_len, tok, rng, batch, eos, LENGTH_GROUP)
-        rows = queue.pop()
+
+    def batches() -> Iterator[list[tuple[list[int], int]]]:
+        """`steps` batches of (token ids, prompt length), drawn LENGTH_GROUP batches at a time."""
+        queue: list[list[tuple[list[int], int]]] = []
+        for _ in range(steps):
+            if not queue:
+                queue = _length_grouped_batches(env, problems, prompts, prompt_len, tok, rng, batch, eos, LENGTH_GROUP)
+            yield queue.pop()
+
+    def loss_fn(rows: list[tuple[list[int], int]]):
         L = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), L), pad, dtype=torch.long)
         labels = torch.full((len(rows), L), -100, dtype=torch.long)
@@ -201,19 +201,14 @@ def _train(env, out: Path, *, steps: int, seed: int, progress: Progress | None) 
             labels[b, n_prompt:len(ids)] = input_ids[b, n_prompt:len(ids)]
         # Right padding: pads come after every real token, so the causal model needs no mask.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST_BF16):
-            loss = model(input_ids=input_ids, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIM["clip"])
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if progress is not None:
-            progress("train", step + 1, steps)
+            return model(input_ids=input_ids, labels=labels).loss, {}
+
+    history = fit(params, opt, batches(), loss_fn, total=steps, grad_clip=OPTIM["clip"], scheduler=sched,
+                  progress=progress)
     model.eval()
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    tail = losses[-50:]
+    tail = [row["loss"] for row in history[-50:]]
     return {"params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok),
             "final_loss": round(sum(tail) / len(tail), 4)}
 
@@ -242,23 +237,24 @@ def solution_steps(env, text: str) -> list[str]:
 
 
 def evaluate_policy(env, policy_dir: str, *, seed: int = 0, count: int = EVAL_PROBLEMS, best_of: int = BEST_OF,
-                    progress: Progress | None = None, max_tokens: int | None = None) -> dict:
+                    progress: Progress = SILENT, max_tokens: int | None = None) -> dict:
     """Greedy and best-of-N (pass@N, temperature 1) accuracy on `count` held-out test problems.
 
     Whole solutions are generated in one call each (no step stop; EOS or a token cap), in big batches.
     """
-    from agents.hf import HFPolicy
+    from agents import load_policy
+    from agents.loading import load_tokenizer, resolve_model_path
 
-    policy = HFPolicy(policy_dir, seed=seed)
+    policy = load_policy(policy_dir, seed=seed)
     problems = env.load("test", count, 0)
     prompts = [env.prompt(p) for p in problems]
     if max_tokens is None:
+        tok = load_tokenizer(resolve_model_path(policy_dir, what="policy"))
         ref = [env.render(p, env.reference_steps(p) or [])[len(q):] for p, q in zip(problems, prompts, strict=True)]
-        max_tokens = 2 * max(len(ids) for ids in policy.tokenizer(ref)["input_ids"]) + 8
+        max_tokens = 2 * max(len(ids) for ids in tok(ref)["input_ids"]) + 8
     t0 = time.perf_counter()
     greedy = policy.propose(prompts, 1, stop=(), temperature=0.0, max_step_tokens=max_tokens)
-    if progress is not None:
-        progress("eval", 1, 1 + best_of)
+    progress.update(1, 1 + best_of)
     g_scores = env.score_many([(p, solution_steps(env, row[0].text)) for p, row in zip(problems, greedy, strict=True)])
     best = [0.0] * len(problems)
     chunk = max(1, 128 // best_of)
@@ -268,8 +264,7 @@ def evaluate_policy(env, policy_dir: str, *, seed: int = 0, count: int = EVAL_PR
         for k, row in enumerate(rows):
             scores = env.score_many([(problems[i + k], solution_steps(env, s.text)) for s in row])
             best[i + k] = max(scores)
-        if progress is not None:
-            progress("eval", 1 + math.ceil(best_of * min(len(problems), i + chunk) / len(problems)), 1 + best_of)
+        progress.update(1 + math.ceil(best_of * min(len(problems), i + chunk) / len(problems)), 1 + best_of)
     n = len(problems)
     return {"greedy_accuracy": round(sum(s >= 1.0 for s in g_scores) / n, 4),
             f"best_of_{best_of}_accuracy": round(sum(s >= 1.0 for s in best) / n, 4),

@@ -1,4 +1,4 @@
-"""The tiny-policy build: injected wrong steps, tokenizer boundaries, a short real build, caching."""
+"""The tiny-policy build (selfimprove.train.tiny_policy): injected wrong steps, tokenizer boundaries, a short real build, caching."""
 
 from __future__ import annotations
 
@@ -7,16 +7,27 @@ import random
 
 import pytest
 
-from agents.policy_init import (
+from envs.arithmetic import parse_step
+from envs.errors import UserError
+from envs.progress import Progress
+from envs.registry import make_env
+from selfimprove.train.tiny_policy import (
     MANIFEST,
     build_tiny_policy,
     read_manifest,
     solution_steps,
     work_arithmetic,
 )
-from envs.arithmetic import parse_step
-from envs.errors import UserError
-from envs.registry import make_env
+
+
+class Stages(Progress):
+    """Records the stage of every progress report."""
+
+    def __init__(self):
+        self.stages: list[str] = []
+
+    def update(self, done, total=None, **info):
+        self.stages.append(info["stage"])
 
 
 def test_work_arithmetic_one_wrong_step_carried_forward():
@@ -24,7 +35,8 @@ def test_work_arithmetic_one_wrong_step_carried_forward():
     for seed in range(40):
         rng = random.Random(seed)
         steps = work_arithmetic("3+4*2-5", wrong_at=rng.randrange(3), rng=rng)
-        ops = [parse_step(s) for s in steps[:-1]]
+        ops = [op for op in map(parse_step, steps[:-1]) if op is not None]
+        assert len(ops) == len(steps) - 1  # every step but the answer parses
         assert [(a, op, b) for a, op, b, _ in ops][:1] == [(4, "*", 2)]
         wrong = [i for i, (a, op, b, c) in enumerate(ops) if {"+": a + b, "-": a - b, "*": a * b}[op] != c]
         assert len(wrong) == 1
@@ -49,7 +61,7 @@ def test_work_arithmetic_bug_is_carried_forward():
 
 
 def test_cached_dir_is_one_directory_per_setting(tmp_path):
-    from agents.policy_init import cached_dir
+    from selfimprove.train.tiny_policy import cached_dir
 
     plain = cached_dir(tmp_path, "arithmetic")
     assert plain == tmp_path / "arithmetic-seed0-stepsdefault"
@@ -64,7 +76,7 @@ def test_tokenizer_keeps_step_delimiter_separate():
     from agents.tiny import train_tokenizer
 
     env = make_env("arithmetic")
-    texts = [env.render(p, env.reference_steps(p)) for p in env.load("train", 300, 0)]
+    texts = [env.render(p, env.reference_steps(p) or []) for p in env.load("train", 300, 0)]
     tok = train_tokenizer(texts, 1000, individual_digits=True)
     assert len(tok) <= 1000
     nl = tok.convert_tokens_to_ids("Ċ")
@@ -86,9 +98,9 @@ def test_short_build_is_a_standard_hf_dir_and_cached(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "p"
-    calls = []
-    s = build_tiny_policy("arithmetic", out, steps=3, seed=0, eval_problems=4,
-                          progress=lambda stage, done, total: calls.append(stage))
+    reports = Stages()
+    s = build_tiny_policy("arithmetic", out, steps=3, seed=0, eval_problems=4, progress=reports)
+    calls = reports.stages
     assert s["cached"] is False and 0 <= s["greedy_accuracy"] <= s["best_of_16_accuracy"] <= 1
     assert s["vocab_size"] <= 1000 and s["params"] > 100_000 and s["build_seconds"] > 0
     assert "train" in calls and "eval" in calls
@@ -100,7 +112,8 @@ def test_short_build_is_a_standard_hf_dir_and_cached(tmp_path):
     assert model.config.hidden_size // model.config.num_attention_heads >= 32  # vLLM CPU kernels need it
     again = build_tiny_policy("arithmetic", out, steps=3, seed=0, eval_problems=4)
     assert again["cached"] is True and again["greedy_accuracy"] == s["greedy_accuracy"]
-    assert read_manifest(out)["settings"]["steps"] == 3
+    man = read_manifest(out)
+    assert man is not None and man["settings"]["steps"] == 3
     assert json.loads((out / MANIFEST).read_text())["summary"]["steps"] == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dirs cleaned up
 
@@ -126,7 +139,8 @@ def test_cli_policy_init(tmp_path, capsys):
                  "--eval-problems", "3", "--knob", "max_ops=2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 and "greedy_accuracy" in summary and "best_of_16_accuracy" in summary
-    assert summary["knobs"] == {"max_ops": 2} and read_manifest(out)["settings"]["knobs"] == {"max_ops": 2}
+    man = read_manifest(out)
+    assert summary["knobs"] == {"max_ops": 2} and man is not None and man["settings"]["knobs"] == {"max_ops": 2}
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "a.txt").write_text("x")
     assert main(["policy", "init", "--out", str(tmp_path / "foreign"), "--steps", "2"]) == 1

@@ -1,0 +1,46 @@
+"""Loading a policy to train and saving what training made: the HF directory a trainer writes into.
+
+A trainer writes into the directory it is given (model, tokenizer, `training_metrics.json`); making
+that write atomic is the caller's job (`envs.io.atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from envs.io import atomic_write_json
+
+METRICS_FILE = "training_metrics.json"
+
+
+def load_trainable(policy_dir: str | os.PathLike) -> tuple[Any, Any]:
+    """(model, tokenizer) of a local HF directory or GGUF file, on the GPU when there is one, to train.
+
+    Not a backend (agents.load_policy builds those, for search): the raw transformers model.
+    A bad path is a UserError.
+    """
+    from agents.loading import load_causal_lm, load_tokenizer, resolve_model_path
+
+    src = resolve_model_path(policy_dir, what="policy")
+    tok = load_tokenizer(src)
+    model = load_causal_lm(src, device="cuda" if torch.cuda.is_available() else "cpu")
+    return model, tok
+
+
+def save_trained(model, tokenizer, out_dir: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    """Write model + tokenizer + training_metrics.json into `out_dir` (created when missing)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    atomic_write_json(out / METRICS_FILE, metrics)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,97 @@
+"""Rejection-sampling fine-tuning (SFT on verified solutions): the baseline step-level preferences are
+compared against. Records are {prompt, completion}; the loss is the mean NLL of completion tokens only.
+
+AdamW (torch's default betas, no weight decay) at a constant learning rate, stepped by the shared loop
+in `fit`. From the config it reads lr, epochs, batch_size, max_length and grad_clip.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from envs.errors import UserError
+from envs.progress import SILENT, Progress
+from search.tree import Tree
+from selfimprove.train.checkpoint import load_trainable, save_trained
+from selfimprove.train.config import PolicyTrainConfig
+from selfimprove.train.fit import fit
+from selfimprove.train.logps import naive_logps
+
+
+def verified_solutions(trees: Iterable[Tree], *, iteration: int = 0) -> list[dict]:
+    """One record per distinct verified-correct solution in each tree: prompt, completion (steps, each
+    followed by the tree's delimiter)."""
+    out = []
+    for tree in trees:
+        seen: set[str] = set()
+        for node in tree:
+            if not node.correct:
+                continue
+            completion = tree.steps_text(tree.steps(node.id))
+            if completion in seen:
+                continue
+            seen.add(completion)
+            out.append({"kind": "sft", "prompt": tree.prompt, "completion": completion, "tree_id": tree.id,
+                        "problem_id": tree.problem.id, "node": node.id, "iteration": iteration})
+    return out
+
+
+def _encode(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    p = tok(prompt, add_special_tokens=True)["input_ids"]
+    full = tok(prompt + completion, add_special_tokens=True)["input_ids"]
+    if full[: len(p)] == p and len(full) > len(p):
+        return p, full[len(p):]
+    return p, tok(completion, add_special_tokens=False)["input_ids"]
+
+
+def train_sft(policy_dir: str | os.PathLike, records: Sequence[dict], out_dir: str | os.PathLike,
+              cfg: PolicyTrainConfig, *, seed: int, progress: Progress = SILENT) -> dict[str, Any]:
+    """Fine-tune the policy at `policy_dir` on the completions of `records`; write it into `out_dir`.
+
+    Returns {loss (mean over the last epoch), steps, examples, tokens, seconds, history}.
+    """
+    if not records:
+        raise UserError("SFT: no verified solutions to train on")
+    model, tok = load_trainable(policy_dir)
+    model.train()
+    examples = []
+    for r in records:
+        p, c = _encode(tok, r["prompt"], r["completion"])
+        if len(p) + len(c) > cfg.max_length:
+            raise UserError(f"SFT record for problem '{r.get('problem_id', '?')}' is {len(p) + len(c)} tokens, "
+                            f"over max_length {cfg.max_length}")
+        examples.append((p, c))
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
+    token_count = [0]
+
+    def epochs() -> Iterator[list[tuple[list[int], list[int]]]]:
+        for _ in range(cfg.epochs):
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            for start in range(0, len(order), cfg.batch_size):
+                yield [examples[i] for i in order[start:start + cfg.batch_size]]
+
+    def nll(batch: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, dict]:
+        logps = naive_logps(model, [b[0] for b in batch], [b[1] for b in batch], tok.pad_token_id)
+        n_tok = sum(len(b[1]) for b in batch)
+        token_count[0] += n_tok
+        return -logps.sum() / n_tok, {}
+
+    t0 = time.time()
+    history = fit(list(model.parameters()), opt, epochs(), nll, total=cfg.epochs * per_epoch,
+                  grad_clip=cfg.grad_clip, progress=progress)
+    seconds = time.time() - t0
+    last = [row["loss"] for row in history[-per_epoch:]]
+    metrics = {"loss": sum(last) / len(last), "steps": len(history), "examples": len(examples),
+               "tokens": token_count[0], "seconds": seconds, "history": history}
+    save_trained(model, tok, out_dir, metrics)
+    return metrics
