@@ -87,6 +87,11 @@ class Environment(ABC):
         """Optional per-step check: True/False when the env can tell if `step` is valid, else None."""
         return None
 
+    def tampering_count(self) -> int:
+        """Distinct solutions scored so far that the verifier flagged as tampering with it (reward
+        hacking rather than solving); envs whose verifier can tell (code) override this."""
+        return 0
+
     def verdict(self, problem: Problem, steps: Sequence[str]) -> str:
         """A short human-readable verdict for inspection (tree show); envs may say more."""
         return "correct" if self.score(problem, steps) >= 1.0 else "wrong"

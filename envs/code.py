@@ -16,8 +16,13 @@ A step is one line of code (the step delimiter is a newline). Three layouts:
 
 The score is the fraction of counted unit tests that pass (1.0 only when all pass; 0 when the program
 does not even define itself); the harness's first failing assertion or exception is the verdict, kept
-for inspection (``verdict``, ``run``). Generated code only ever runs in ``envs.sandbox`` (bubblewrap or
-its fallback); ``sandbox: none`` needs ``unsafe_no_sandbox: true`` as well.
+for inspection (``verdict``, ``run``). The tests run in a checker process the program cannot reach and
+see the program's functions as proxies that return plain built-in values (envs/sandbox/harness.py): a
+return value that is not one fails its test ("returned a non-builtin value"), unless the problem asks
+for objects (code-jsonl: ``"objects": true`` on the line, for tests that build and pass the program's
+own class instances). Solutions the harness flagged as tampering are counted (``tampering_count``).
+Generated code only ever runs in ``envs.sandbox`` (bubblewrap or its fallback); ``sandbox: none`` needs
+``unsafe_no_sandbox: true`` as well.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ class CodeEnv(Environment):
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], Result] = OrderedDict()
+        self._flagged: set[tuple[str, str]] = set()  # (problem digest, program) the harness flagged
 
     # --- what a problem carries in its metadata --------------------------------------------------
     def checks(self, problem: Problem) -> list[Check]:
@@ -169,7 +175,8 @@ class CodeEnv(Environment):
         digests: dict[int, str] = {}
         for p, _ in items:
             if id(p) not in digests:  # two files may reuse a task id: the key covers prompt and tests too
-                blob = json.dumps([p.id, p.prompt, p.metadata.get("checks")], sort_keys=True)
+                blob = json.dumps([p.id, p.prompt, p.metadata.get("checks"), bool(p.metadata.get("objects"))],
+                                  sort_keys=True)
                 digests[id(p)] = hashlib.sha1(blob.encode()).hexdigest()
         keys = [(digests[id(p)], self.program(p, s)) for p, s in items]
         with self._lock:
@@ -179,14 +186,22 @@ class CodeEnv(Environment):
             if k not in found:
                 todo.setdefault(k, p)
         if todo:
-            results = self.sandbox.run_many([(k[1], self.checks(p)) for k, p in todo.items()])
+            results = self.sandbox.run_many([(k[1], self.checks(p), bool(p.metadata.get("objects")))
+                                             for k, p in todo.items()])
             found.update(zip(todo, results, strict=True))
             with self._lock:
                 for k in todo:
                     self._cache[k] = found[k]
+                    if found[k].tampering:
+                        self._flagged.add(k)
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.popitem(last=False)
         return [found[k] for k in keys]
+
+    def tampering_count(self) -> int:
+        """Distinct solutions scored so far that the harness flagged as tampering with the verifier."""
+        with self._lock:
+            return len(self._flagged)
 
     def run(self, problem: Problem, steps: Sequence[str]) -> Result:
         """The full sandbox result (status, counts, verdict, output) for one solution."""
@@ -200,9 +215,10 @@ class CodeEnv(Environment):
 
     def verdict(self, problem: Problem, steps: Sequence[str]) -> str:
         res = self.run(problem, steps)
+        flagged = f" [tampering: {', '.join(res.tampering)}]" if res.tampering else ""
         if res.status == "ok":
-            return f"correct ({res.passed}/{res.total} tests passed)"
-        return f"{res.status}, {res.passed}/{res.total} tests passed: {res.verdict}"
+            return f"correct ({res.passed}/{res.total} tests passed){flagged}"
+        return f"{res.status}, {res.passed}/{res.total} tests passed: {res.verdict}{flagged}"
 
 
 # --- HumanEval ---------------------------------------------------------------------------------------
@@ -268,7 +284,16 @@ def _humaneval_problem(obj: dict, where: str) -> Problem:
     checks = humaneval_checks(obj["test"], obj["entry_point"])
     return Problem(id=str(obj.get("task_id") or where), prompt=prompt, metadata={
         "layout": "body", "entry_point": obj["entry_point"], "canonical_solution": ref, "source": where,
-        "checks": [{"code": c.code, "counted": c.counted} for c in checks]})
+        "checks": [{"code": c.code, "counted": c.counted} for c in checks], **_objects(obj, where)})
+
+
+def _objects(obj: dict, where: str) -> dict:
+    """The optional `objects` field (metadata only when true): the tests build and pass the program's
+    own objects, which then reach them as opaque references instead of failing as non-builtin."""
+    v = obj.get("objects", False)
+    if not isinstance(v, bool):
+        raise UserError(f"{where}: field 'objects' must be true or false")
+    return {"objects": True} if v else {}
 
 
 # --- user JSONL files (MBPP or HumanEval style) ------------------------------------------------------
@@ -305,7 +330,7 @@ def _mbpp_problem(obj: dict, where: str, template: str) -> Problem:
     prompt = template.replace("{text}", text.strip()).replace("{example}", tests[0].strip())
     code = obj.get("code")
     return Problem(id=str(obj.get("task_id") if obj.get("task_id") is not None else where), prompt=prompt,
-                   metadata={"layout": "program", "source": where, "checks": checks,
+                   metadata={"layout": "program", "source": where, "checks": checks, **_objects(obj, where),
                              "canonical_solution": code.replace("\r\n", "\n") if code else None})
 
 

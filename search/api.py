@@ -61,6 +61,7 @@ def run_search(env: Environment, problems: Sequence[Problem], policy: Policy, va
         searches.append((ctx, fn(ctx)))
     sched = Scheduler(env, policy, value_model, max_batch=max_batch, max_active=max_active,
                       max_step_tokens=cfg.max_step_tokens, progress=progress)
+    flagged = env.tampering_count()
     t0 = time.perf_counter()
     sched.run(searches)
     wall = time.perf_counter() - t0
@@ -84,5 +85,6 @@ def run_search(env: Environment, problems: Sequence[Problem], policy: Policy, va
         "model_s": s["model_s"],
         "score_s": s["score_s"],
         "model_share": s["model_s"] / wall if wall > 0 else 0.0,
+        "tampering": env.tampering_count() - flagged,  # solutions the verifier flagged as gaming it
     }
     return SearchResult(trees, stats)

@@ -37,6 +37,7 @@ def row_from_metrics(m: dict[str, Any]) -> dict[str, Any]:
         "distinct_first_steps": ev.get("distinct_first_steps"),
         "distinct_answers": ev.get("distinct_answers"),
         "tokens": tokens,
+        "tampering": (m.get("search", {}).get("stats") or {}).get("tampering"),
         "wall_s": m.get("wall_s", {}),
     }
 
@@ -80,9 +81,14 @@ def write_plot(path: Path, summary: dict[str, Any]) -> None:
     ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def _pct(x: float | None) -> str:
@@ -90,10 +96,12 @@ def _pct(x: float | None) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """The end-of-run table: accuracies (%), pairs, value AUROC, diversity, tokens and wall time.
+    """The end-of-run table: accuracies (%), pairs, solutions flagged as tampering with the verifier,
+    value AUROC, diversity, tokens and wall time.
 
-    Columns with no value in any row (search accuracy when not evaluated, AUROC without a value model)
-    are left out so the table fits 80 columns.
+    Columns with no value in any row (search accuracy when not evaluated, AUROC without a value model,
+    tampering when none was flagged) are left out so the table fits 80 columns; a flagged count is
+    explained in the caption, since it means the policy drifts toward the verifier instead of the task.
     """
     k = summary.get("k")
     rows = summary["rows"]
@@ -104,13 +112,15 @@ def summary_table(summary: dict[str, Any]) -> Table:
         (f"pass@{k}", lambda r: _pct(r["pass_acc"])),
         ("search", lambda r: _pct(r["search_acc"])),
         ("pairs", lambda r: "-" if r.get("pairs") is None else str(r["pairs"])),
+        ("hack", lambda r: "-" if r.get("tampering") is None else str(r["tampering"])),
         ("AUROC", lambda r: "-" if r.get("value_auroc") is None else f"{r['value_auroc']:.2f}"),
         ("1st", lambda r: "-" if r.get("distinct_first_steps") is None else f"{r['distinct_first_steps']:.1f}"),
         ("ans", lambda r: "-" if r.get("distinct_answers") is None else f"{r['distinct_answers']:.1f}"),
         ("tokens", lambda r: _tokens(r.get("tokens"))),
         ("time", lambda r: f"{sum((r.get('wall_s') or {}).values()):.0f}s"),
     ]
-    cols = [(name, fn) for name, fn in cols if name not in ("search", "AUROC") or any(fn(r) != "-" for r in rows)]
+    cols = [(name, fn) for name, fn in cols
+            if name not in ("search", "AUROC", "hack") or any(fn(r) not in ("-", "0") for r in rows)]
     table = Table(title=f"{summary['run']}: held-out accuracy (%) per iteration", title_justify="left")
     for name, _ in cols:
         table.add_column(name, justify="right")
@@ -120,6 +130,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if imp and imp.get("greedy_acc") is not None:
         table.caption = (f"greedy {100 * imp['greedy_acc']:+.1f} points over the base policy; "
                          "1st = distinct first steps, ans = distinct answers (per problem, of k samples)")
+    if any(name == "hack" for name, _ in cols):
+        table.caption = ((table.caption + "; ") if table.caption else "") + (
+            "hack = searched solutions the verifier flagged as tampering with it (non-builtin return values, "
+            "writes to its channel, early exits): the policy is learning the verifier, not the task")
     return table
 
 

@@ -258,3 +258,31 @@ def test_results_are_cached_per_problem_not_per_task_id(tmp_path):
     steps = ["def f():", "    return 1", END_MARKER]
     assert env.score_many([(pa, steps), (pb, steps), (pa, steps)]) == [1.0, 0.0, 1.0]
     assert len(env._cache) == 2
+
+
+# --- tampering is counted and reported ----------------------------------------------------------------
+def test_tampering_flows_from_the_verifier_into_search_stats_and_the_summary_table(sandbox_mode):
+    from rich.console import Console
+
+    from search.api import run_search
+    from search.testing import ScriptedPolicy, cand
+    from selfimprove.report import build_summary, row_from_metrics, summary_table
+
+    env = make_env("code-tiny", sandbox=sandbox_mode)
+    problems = env.load("train", 3, seed=0)
+    hack = "return type('Y', (), {'__eq__': lambda s, o: True})()"
+    policy = ScriptedPolicy(lambda prefix: [cand("return x"), cand(hack)], cycle=True)
+    result = run_search(env, problems, policy, algo="best_of_n", config={"n": 2, "max_depth": 2}, seed=0)
+    assert result.stats["tampering"] == 3  # one flagged solution per problem
+    assert env.verdict(problems[0], [hack]).endswith("returned a non-builtin value (Y) [tampering: non-builtin]")
+    again = run_search(env, problems, policy, algo="best_of_n", config={"n": 2, "max_depth": 2}, seed=0)
+    assert again.stats["tampering"] == 0  # counted once per distinct solution
+    row = row_from_metrics({"iteration": 0, "search": {"stats": result.stats}, "eval": {"greedy_acc": 0.5}})
+    console = Console(width=160, record=True)
+    console.print(summary_table(build_summary("t", 4, [row])))
+    text = console.export_text()
+    assert "hack" in text and "flagged as tampering" in text
+    clean = row_from_metrics({"iteration": 0, "search": {"stats": {"tampering": 0}}, "eval": {}})
+    console = Console(width=160, record=True)
+    console.print(summary_table(build_summary("t", 4, [clean])))
+    assert "hack" not in console.export_text()

@@ -117,3 +117,72 @@ def test_auto_falls_back_when_bwrap_is_absent(tmp_path):
         assert out.strip() == "fallback ok"
     else:
         assert out.startswith("refused no sandbox works on this machine")
+
+
+# --- values as data: what crosses from the program to the checks -------------------------------------
+def test_return_values_cross_as_plain_builtin_values(box):
+    prog = ("import math\ndef f(kind):\n    return {'set': {1, 2}, 'fs': frozenset('ab'), 'tuple': (1, [2.5, None]),"
+            " 'bytes': b'\\x00\\xff', 'ba': bytearray(b'x'), 'c': 1 + 2j, 'inf': math.inf, 'nan': math.nan,"
+            " 'neg0': -0.0, 'big': 3 ** 5000, 'dict': {(1, 2): 'a', 3: {'x': True}}, 'ustr': 'é\\u2603\\n'}[kind]\n"
+            "PI = 3.14\nNAMES = ['a', 'b']\n")
+    checks = ["assert f('set') == {1, 2} and type(f('set')) is set", "assert f('fs') == frozenset('ab')",
+              "assert f('tuple') == (1, [2.5, None]) and type(f('tuple')) is tuple",
+              "assert f('bytes') == b'\\x00\\xff' and f('ba') == bytearray(b'x')", "assert f('c') == 1 + 2j",
+              "assert f('inf') == float('inf') and f('nan') != f('nan')", "assert str(f('neg0')) == '-0.0'",
+              "assert f('big') == 3 ** 5000", "assert f('dict') == {(1, 2): 'a', 3: {'x': True}}",
+              "assert f('ustr') == 'é\\u2603\\n'", "assert PI == 3.14 and NAMES == ['a', 'b']",
+              "assert math.isqrt(16) == 4"]  # the program's stdlib module, imported again by the checker
+    res = box.run(prog, checks)
+    assert res.status == "ok", res.verdict
+
+
+def test_exceptions_mutations_and_keywords_keep_their_meaning(box):
+    prog = ("def parse(s):\n    return int(s)\ndef sort_in_place(xs, *, reverse=False):\n    xs.sort(reverse=reverse)\n"
+            "def fill(d):\n    d['k'] = 1\nclass Oops(Exception):\n    pass\ndef boom():\n    raise Oops('custom')\n")
+    checks = ["try:\n    parse('x')\n    raise AssertionError('no error')\nexcept ValueError as e:\n"
+              "    assert 'invalid literal' in str(e)",
+              "xs = [3, 1, 2]\nsort_in_place(xs, reverse=True)\nassert xs == [3, 2, 1]",
+              "d = {}\nfill(d)\nassert d == {'k': 1}", "boom()"]
+    res = box.run(prog, checks)
+    assert res.checks == [True, True, True, False]
+    assert res.verdict.startswith("test 3 raised ProgramError: Oops: custom")
+
+
+def test_non_builtin_values_fail_unless_the_task_allows_objects(box):
+    prog = ("class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n    def total(self):\n"
+            "        return self.a + self.b\ndef longest(pairs):\n    return max(p.b - p.a for p in pairs)\n"
+            "def first(pairs):\n    return pairs[0]\n")
+    checks = ["assert longest([Pair(1, 5), Pair(2, 3)]) == 4", "p = Pair(2, 9)\nassert p.total() == 11 and p.a == 2",
+              "p = Pair(1, 1)\nassert first([p]) is p", "assert Pair(1, 2)"]
+    res = box.run(prog, checks)
+    assert res.checks == [False] * 4 and res.tampering == ["non-builtin"]
+    assert res.verdict == "test 0 failed: assert longest([Pair(1, 5), Pair(2, 3)]) == 4 -- returned a non-builtin value (Pair)"
+    res = box.run(prog, checks, objects=True)  # opaque references: passed back, called, read; no truth value
+    assert res.checks == [True, True, True, False] and res.tampering == []
+    assert "has no truth value" in res.verdict
+
+
+def test_the_program_cannot_shadow_builtins_the_checks_use(box):
+    prog = "def abs(x):\n    return 0\ndef sorted(x):\n    return [1, 2]\ndef half(n):\n    return n // 2\n"
+    res = box.run(prog, ["assert abs(half(5) - 2.5) < 1e-9", "assert sorted([half(4), half(2)]) == [1, 2]"])
+    assert res.checks == [False, True]
+
+
+def test_the_wire_decoder_takes_only_its_own_encodings():
+    from envs.sandbox.wire import BadData, encode, parse, value
+
+    samples = [None, True, 0, -7, 2.5, float("inf"), "x\n\"", [1, (2, {3})], {1: frozenset({b"a"})}, bytearray(b"z"),
+               3 - 4j, 10 ** 400]
+    for v in samples:
+        back = value(parse(encode([v])))[0]
+        assert back == v and type(back) is type(v)
+    for text in ['{"a": 1}', '["l", {"x": 1}]', '["zz", 1]', '["s", ["l"]]', '["d", 1]', '["b", "zz"]',
+                 '["h", 1]', "[" * 100_000 + "]" * 100_000, '["l"] trailing', "", "\x00", '["c", "1", 2]']:
+        with pytest.raises(BadData):
+            value(parse(text))
+    class Int(int):
+        pass
+    from envs.sandbox.wire import NotData
+    for v in (Int(1), object(), [Int(2)], {"k": object()}, print, range(3), {}.keys()):
+        with pytest.raises(NotData):
+            encode(v)
