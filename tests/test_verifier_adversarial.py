@@ -162,7 +162,7 @@ def humaneval(request):
     from envs.sandbox import missing_prerequisite
 
     if missing_prerequisite(request.param):
-        pytest.skip(missing_prerequisite(request.param))
+        pytest.skip(str(missing_prerequisite(request.param)))
     env = make_env("code-humaneval", sandbox=request.param, timeout=10.0)
     problem = next(p for p in env.load("train", 500) + env.load("test", 500) if p.id == "HumanEval/0")
     return env, problem
@@ -231,11 +231,11 @@ def jsonl(request, tmp_path_factory):
     from envs.sandbox import missing_prerequisite
 
     if missing_prerequisite(request.param):
-        pytest.skip(missing_prerequisite(request.param))
+        pytest.skip(str(missing_prerequisite(request.param)))
     path = tmp_path_factory.mktemp("mbpp") / "mbpp.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in MBPP))
     env = make_env("code-jsonl", train_path=str(path), sandbox=request.param, timeout=10.0)
-    return env, {p.id: p for p in env.read_file(str(path))}
+    return env, {p.id: p for p in env.read_file(str(path))}  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def test_jsonl_references_pass(jsonl):

@@ -215,11 +215,13 @@ class Sandbox:
                 raise UserError("sandbox mode 'none' runs generated code without isolation; pass "
                                 f"i_understand_this_is_unsafe=True or set {UNSAFE_ENV}=1 to allow it")
         elif mode == "auto":
-            mode = "bwrap" if available("bwrap") is None else "fallback" if available("fallback") is None else ""
-            if not mode:
+            found: Mode | None = ("bwrap" if available("bwrap") is None
+                                  else "fallback" if available("fallback") is None else None)
+            if found is None:
                 raise UserError("no sandbox works on this machine: install bubblewrap (apt-get install "
                                 f"bubblewrap) [{available('bwrap')}] or run as root with util-linux "
                                 f"'unshare' [{available('fallback')}]")
+            mode = found
         elif mode in ("bwrap", "fallback"):
             why = available(mode)
             if why is not None:

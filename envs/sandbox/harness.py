@@ -209,7 +209,7 @@ def main():
     report(kind="start")
     link = Link(pid, calls_w, replies_r, req["objects"], report)
     needed = checker(link, req["checks"], report)
-    if link.close() and needed:  # the candidate ended before the checker was done with it
+    if link.close() and needed and link.gone is not None:  # the candidate ended before the checker was done
         report(kind="gone", **link.gone)
         if link.gone.get("signal") not in CRASH_SIGNALS:
             link.flag("exit")

@@ -24,6 +24,7 @@ class Streams:
         self.truncated = {"stdout": False, "stderr": False, "result": False}
         self.total_output = 0
         self.payload = memoryview(payload)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all PIPE
         os.set_blocking(proc.stdin.fileno(), False)
         self.sel.register(proc.stdin, selectors.EVENT_WRITE, "stdin")
         self.sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
@@ -50,7 +51,7 @@ class Streams:
         with contextlib.suppress(OSError):
             while self.sel.get_map() and time.monotonic() < deadline:
                 for key, _ in self.sel.select(timeout=0.05):
-                    if key.data == "stdin" or not os.read(key.fileobj.fileno(), 65536):
+                    if key.data == "stdin" or not os.read(key.fd, 65536):
                         self.sel.unregister(key.fileobj)
 
     def close(self) -> None:
@@ -59,7 +60,8 @@ class Streams:
         self.sel.close()
         for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr, self.result_file):
             with contextlib.suppress(OSError):
-                f.close()
+                if f is not None:
+                    f.close()
 
     def _write(self, f) -> None:
         try:

@@ -120,7 +120,7 @@ def build_result(checks: list[Check], recs: list[dict], *, stop: str | None, rc:
     done = any(r.get("kind") == "done" for r in recs)
     started = any(r.get("kind") == "start" for r in recs)
     gone = next((r for r in recs if r.get("kind") == "gone"), None)
-    tampering = {r.get("what") for r in recs if r.get("kind") == "tamper"} & set(TAMPERING)
+    tampering = {str(r.get("what")) for r in recs if r.get("kind") == "tamper"} & set(TAMPERING)
     if forged(stdout) or forged(stderr):
         tampering.add("forged")
     sig = -rc if rc < 0 else (rc - 128 if rc > 128 and not done and mode != "none" else None)
@@ -136,7 +136,7 @@ def build_result(checks: list[Check], recs: list[dict], *, stop: str | None, rc:
     elif done:
         hit = any(r.get("error") == "MemoryError" or r.get("errno") in LIMIT_ERRNOS for r in failures)
         status, why = ("limit" if hit else "failed"), ""
-    elif sig in LIMIT_SIGNALS:
+    elif sig is not None and sig in LIMIT_SIGNALS:
         status, why = "limit", f"killed by {_signal_name(sig)} (resource limit)"
     elif sig is not None and sig in CRASH_SIGNALS:
         status, why = "crashed", f"crashed with {_signal_name(sig)}"

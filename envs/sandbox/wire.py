@@ -85,7 +85,7 @@ class _Ctx:
     parse_constant = float  # NaN, Infinity, -Infinity
 
 
-_scan = _make_scanner(_Ctx())
+_scan = _make_scanner(_Ctx())  # pyright: ignore[reportArgumentType]  (the C scanner reads these attributes)
 
 
 def parse(text):
