@@ -5,14 +5,13 @@ needs: per-sequence stop strings, per-sequence seeded sampling, and the *raw* mo
 chosen token (log-softmax at temperature 1, before temperature or top-p), which MCTS uses for priors and
 which equals `score()` of the same tokens.
 
-Reproducibility: every sequence (prefix, sample index) draws its noise from its own torch.Generator
-seeded from (the prefix's seed, prefix text, occurrence of that prefix in the batch, sample index), so
-the same seeds give the same samples whatever else is in the batch and however it is chunked.
+Reproducibility: every sequence (prefix, sample index) samples with its own row seed, drawn on the device
+from a counter-based hash (`agents.sampling`), so the same seeds give the same samples whatever else is
+in the batch and however it is chunked.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -27,14 +26,10 @@ from agents.base import (
     split_continuations,
 )
 from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
+from agents.sampling import row_seed, sample_tokens
 
 # score(): cap on batch × length × vocab logits held at once (floats).
 SCORE_LOGIT_BUDGET = 1 << 26
-
-
-def _row_seed(seed: int, prefix: str, occurrence: int, index: int) -> int:
-    digest = hashlib.blake2b(f"{seed}\x00{occurrence}\x00{index}\x00{prefix}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def _first_stop(text: str, stop: Sequence[str]) -> int:
@@ -123,7 +118,7 @@ class HFPolicy(Policy):
         for i, p in enumerate(prefixes):
             occ = seen[p]
             seen[p] += 1
-            rows += [(i, j, _row_seed(seeds[i], p, occ, j)) for j in range(n)]
+            rows += [(i, j, row_seed(seeds[i], p, occ, j)) for j in range(n)]
         order = sorted(range(len(rows)), key=lambda r: len(prompt_ids[rows[r][0]]))
         out: list[list[Sample | None]] = [[None] * n for _ in prefixes]
         for start in range(0, len(order), self.max_batch):
@@ -149,7 +144,7 @@ class HFPolicy(Policy):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
         sampling = temperature > 0
-        gens = [torch.Generator().manual_seed(s) for s in seeds] if sampling else []
+        row_seeds = torch.tensor(seeds, dtype=torch.long, device=dev) if sampling else None
 
         tokens: list[list[int]] = [[] for _ in range(B)]
         logprobs: list[list[float]] = [[] for _ in range(B)]
@@ -159,13 +154,13 @@ class HFPolicy(Policy):
         longest_stop = max((len(s) for s in stop), default=0)
         cache = None
         with torch.inference_mode():
-            for _ in range(max_new):
+            for t in range(max_new):
                 res = self._forward(ids, mask, pos, cache)
                 cache = output_cache(res)
                 logits = res.logits[:, -1, :].float()
                 logp = torch.log_softmax(logits, dim=-1)
                 if sampling:
-                    nxt = self._sample(logits, [gens[b] for b in active], temperature, top_p)
+                    nxt = sample_tokens(logits, row_seeds, t, temperature, top_p)
                 else:
                     nxt = logp.argmax(dim=-1)
                 chosen = logp.gather(1, nxt[:, None])[:, 0].tolist()
@@ -191,27 +186,13 @@ class HFPolicy(Policy):
                     sel = torch.tensor(keep, device=dev)
                     cache.batch_select_indices(sel)
                     nxt, mask, pos = nxt[sel], mask[sel], pos[sel]
+                    if row_seeds is not None:
+                        row_seeds = row_seeds[sel]
                     active = [active[r] for r in keep]
                 ids = nxt[:, None]
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
                 pos = pos[:, -1:] + 1
         return [self._finish(tokens[b], logprobs[b], finish[b], stop) for b in range(B)]
-
-    @staticmethod
-    def _sample(logits, gens, temperature: float, top_p: float):
-        """Gumbel-max sampling from softmax(logits / T) restricted to the top-p nucleus, one generator per row."""
-        import torch
-
-        scores = torch.log_softmax(logits / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_lp, idx = scores.sort(dim=-1, descending=True)
-            probs = sorted_lp.exp()
-            drop = (probs.cumsum(-1) - probs) >= top_p  # keep the smallest set reaching top_p
-            scores = scores.scatter(1, idx, sorted_lp.masked_fill(drop, float("-inf")))
-        V = scores.shape[-1]
-        u = torch.stack([torch.rand(V, generator=g) for g in gens]).to(scores.device)
-        gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))
-        return (scores + gumbel).argmax(dim=-1)
 
     def _finish(self, tokens: list[int], logprobs: list[float], finish: FinishReason,
                 stop: tuple[str, ...]) -> Sample:

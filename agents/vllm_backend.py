@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
-from agents.hf import _row_seed
+from agents.sampling import row_seed
 from agents.loading import load_tokenizer, resolve_model_path
 from envs.errors import UserError
 
@@ -127,10 +127,10 @@ class VLLMPolicy(Policy):
         seen: Counter[str] = Counter()
         params = []
         for p, p_seed in zip(prefixes, seeds, strict=True):
-            row_seed = _row_seed(p_seed, p, seen[p], 0) & 0x7FFFFFFF
+            seed_p = row_seed(p_seed, p, seen[p], 0) & 0x7FFFFFFF
             seen[p] += 1
             params.append(SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_step_tokens,
-                                         stop=list(stop) or None, logprobs=1, seed=row_seed))
+                                         stop=list(stop) or None, logprobs=1, seed=seed_p))
         outs = self._run(self._encode(prefixes), params)
         result = []
         for out in outs:
