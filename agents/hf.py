@@ -159,7 +159,7 @@ class HFPolicy(Policy):
                 cache = output_cache(res)
                 logits = res.logits[:, -1, :].float()
                 logp = torch.log_softmax(logits, dim=-1)
-                if sampling:
+                if row_seeds is not None:
                     nxt = sample_tokens(logits, row_seeds, t, temperature, top_p)
                 else:
                     nxt = logp.argmax(dim=-1)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
-from agents.sampling import row_seed
 from agents.loading import load_tokenizer, resolve_model_path
+from agents.sampling import row_seed
 from envs.errors import UserError
 
 
