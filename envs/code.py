@@ -23,6 +23,9 @@ for objects (code-jsonl: ``"objects": true`` on the line, for tests that build a
 own class instances). Solutions the harness flagged as tampering are counted (``tampering_count``).
 Generated code only ever runs in ``envs.sandbox`` (bubblewrap or its fallback); ``sandbox: none`` needs
 ``unsafe_no_sandbox: true`` as well.
+
+Over 400 lines on purpose: the three layouts share one assembly, terminal rule and grading path;
+splitting them would scatter the one contract (what a step is, what runs) across files.
 """
 
 from __future__ import annotations

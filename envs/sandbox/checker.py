@@ -6,7 +6,8 @@ defines is a proxy here: calling it sends the arguments over a pipe and returns 
 `wire.value`, so the checks compare plain built-in values with the checker's own `==`, `assert` and
 `exec`. An answer that is not data (a non-builtin value), anything else written on the channel, and an
 exit while the checks still need the program fail the check and are flagged as tampering. Stdlib only:
-sent into the sandbox with wire.py and harness.py as one compiled program.
+sent into the sandbox with wire.py and harness.py as one compiled program. Over 400 lines on purpose:
+the trusted half is one self-contained module (it cannot import the package inside the sandbox).
 """
 
 import os

@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from envs.errors import UserError
-from envs.sandbox import seccomp
 from envs.sandbox.commands import (
     WORK,
     bwrap_argv,
@@ -39,6 +38,7 @@ from envs.sandbox.commands import (
     harness_code,
     python,
 )
+from envs.sandbox.seccomp import program as seccomp_program
 from envs.sandbox.streams import Streams
 from envs.sandbox.verdicts import Check, Result, Status, build_result, parse_records
 
@@ -121,7 +121,7 @@ def _execute(mode: str, program: str, checks: list[Check], limits: Limits, uids:
     cfg = {"uid": uids[0] if uids else None, "checker_uid": uids[1] if uids else None,
            "rlimits": limits.rlimits(), "result_fd": result_w, "mounts": None}
     disk = limits.disk_mb * 1024 * 1024
-    filt = seccomp.program()
+    filt = seccomp_program()
     workdir = None
     kwargs: dict = {}
     if mode == "bwrap":
