@@ -122,6 +122,18 @@ def find_answer(text: str) -> str | None:
     return clean_answer(inner if inner is not None else span)
 
 
+_NUMBER = re.compile(r"[-+−]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?")
+
+
+def find_result(text: str) -> str | None:
+    """The one number a step ends on when it states no answer: the one after its last ``=``, or the only
+    number in it (``24 / 2 = 12 boys`` → 12, ``So there are 12 boys.`` → 12); None when there are two
+    (``28 or 29``) or none. A fallback like lm-eval's GSM8K "flexible extract", stricter against hedges."""
+    tail = text.rsplit("=", 1)[-1]
+    numbers = _NUMBER.findall(tail)
+    return numbers[0].rstrip(",") if len(numbers) == 1 else None
+
+
 def clean_answer(span: str) -> str:
     """`span` without surrounding space, markdown bold, a sentence-ending period or a ``$…$`` wrapper."""
     s = span.strip().strip("*").strip()
@@ -227,7 +239,7 @@ def parse_gold(text: str, where: str = "gold answer") -> Gold:
     """`text` parsed as a reference answer (cached); UserError naming `where` when math-verify cannot read it."""
     gold = _gold(clean_answer(text))
     if gold is None:
-        raise UserError(f"{where}: gold answer {text.strip()!r} cannot be parsed by math-verify "
+        raise UserError(f"{where}: gold answer '{text.strip()}' cannot be parsed by math-verify "
                         "(write a number or a LaTeX expression, \\text{...} for words)")
     return gold
 

@@ -16,7 +16,9 @@ Layouts (knob ``layout``):
 Gold answers may be numbers or LaTeX (``\\frac{3}{4}``, ``(1, 2)``, ``x^2+1``, ``\\text{Sunday}``); one
 math-verify cannot read is a UserError naming the record and field. The solution's answer is the last
 one it states: ``\\boxed{…}``, ``#### …``, "the answer is …", or an ``A:`` / ``Answer:`` line; a
-solution is finished when its last step states one (or at max_steps).
+solution is finished when its last step states one (or at max_steps). A solution that ended without
+stating one (EOS, max_steps) is graded on the one number its last step ends on (``last_result``, on by
+default: ``24 / 2 = 12 boys`` → 12; ``28 or 29`` → none).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from envs.answers import format_number
 from envs.base import EnvConfig, Environment
 from envs.datasets_io import iter_records
 from envs.errors import UserError
-from envs.grading import canonical_answer, clean_answer, find_answer, grade, is_math, last_boxed, parse_gold
+from envs.grading import (canonical_answer, clean_answer, find_answer, find_result, grade, is_math, last_boxed,
+                          parse_gold)
 from envs.solutions import gsm8k_steps, math_steps
 from envs.splits import FileSplits
 from envs.types import Problem
@@ -60,6 +63,8 @@ class JsonlMathConfig(EnvConfig):
                               description="gsm8k layout: regex whose first group is the final answer; "
                                           "'' = whole field")
     prompt_template: str = Field("Q: {question}\n", description="text before the first step")
+    last_result: bool = Field(True, description="when no step states an answer (the solution ended at EOS "
+                                                "or max_steps), the last step's one result number counts")
 
     @field_validator("answer_regex")
     @classmethod
@@ -186,11 +191,14 @@ class JsonlMathEnv(FileSplits, Environment):
 
     # --- verification ---------------------------------------------------------------------------
     def _stated(self, steps: Sequence[str]) -> str | None:
-        """The answer the last step states (cleaned text); None when it states none, or when an earlier
-        step states one too (two answers are no answer)."""
+        """The answer the last step states (cleaned text), or with `last_result` the number it ends on;
+        None when it states none, or when an earlier step states one too (two answers are no answer)."""
         if not steps or any(find_answer(s) is not None for s in steps[:-1]):
             return None
-        return find_answer(steps[-1])
+        stated = find_answer(steps[-1])
+        if stated is None and self.config.last_result:
+            return find_result(steps[-1])
+        return stated
 
     def is_terminal(self, problem: Problem, steps: Sequence[str]) -> bool:
         return bool(steps) and (find_answer(steps[-1]) is not None or len(steps) >= self.config.max_steps)

@@ -41,7 +41,13 @@ GSM8K = [
     ("0.75", "A: 0.7", 0.0),
     ("50", "A: 50%", 1.0),
     ("12", "24 / 2 = 12 boys\nA: 12 boys", 1.0),
-    ("12", "24 / 2 = 12 boys", 0.0),  # no final answer stated
+    # no answer stated (the solution ended at EOS or max_steps): the one number the last step ends on
+    ("12", "24 / 2 = 12 boys", 1.0),
+    ("12", "There are 24 children.\nSo there are 12 boys.", 1.0),
+    ("12", "24 / 2 = 13 boys", 0.0),
+    ("12", "In 2 hours he walks 12 km", 0.0),  # two numbers: no result
+    ("28", "It is 28 or 29", 0.0),
+    ("12", "12 boys\nSo the count is done", 0.0),  # only the last step counts
     ("12", "A: 12\nA: 12", 0.0),  # two answers
     ("12", "A: twelve", 0.0),
     ("12", "A:", 0.0),
@@ -109,9 +115,19 @@ def test_answer_formats(graded, gold, text, expected):
     env, problems = graded
     steps = text.split("\n")
     assert env.score(problems[gold], steps) == expected
+    # finished only once an answer is stated (a solution ending on a bare result is finished by EOS)
+    assert env.is_terminal(problems[gold], steps) == (find_answer(steps[-1]) is not None)
     if expected == 1.0:
-        assert env.is_terminal(problems[gold], steps)
         assert env.extract_answer(problems[gold], steps) is not None
+
+
+def test_last_result_can_be_turned_off(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"question": "How many boys?", "answer": "#### 12"}) + "\n")
+    strict = make_env("jsonl-math", train_path=str(path), test_path=str(path), last_result=False)
+    p = strict.load("test", 1)[0]
+    assert strict.score(p, ["24 / 2 = 12 boys"]) == 0.0 and strict.verdict(p, ["24 / 2 = 12 boys"]) == "no answer"
+    assert strict.score(p, ["24 / 2 = 12 boys", "A: 12"]) == 1.0
 
 
 def test_arithmetic_and_countdown_keep_their_exact_path():

@@ -73,7 +73,8 @@ def test_fractions_decimals_negatives(env):
     assert env.verdict(train[5], ["A: 6"]) == "wrong answer 6 (expected -6)"
     assert env.verdict(train[5], ["A: minus six"]) == "wrong answer minus six (expected -6)"
     assert env.verdict(train[5], ["A: ?!"]) == "malformed answer"
-    assert env.verdict(train[5], ["so -6"]) == "no answer"
+    assert env.verdict(train[5], ["so I am done"]) == "no answer"
+    assert env.verdict(train[5], ["4 - 10 = -6"]) == "correct"  # no answer line: the result it ends on
 
 
 def test_custom_field_map():
