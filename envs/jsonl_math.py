@@ -34,8 +34,16 @@ from envs.answers import format_number
 from envs.base import EnvConfig, Environment
 from envs.datasets_io import iter_records
 from envs.errors import UserError
-from envs.grading import (canonical_answer, clean_answer, find_answer, find_result, grade, is_math, last_boxed,
-                          parse_gold)
+from envs.grading import (
+    canonical_answer,
+    clean_answer,
+    find_answer,
+    find_result,
+    grade,
+    is_math,
+    last_boxed,
+    parse_gold,
+)
 from envs.solutions import gsm8k_steps, math_steps
 from envs.splits import FileSplits
 from envs.types import Problem
