@@ -15,8 +15,8 @@ Layouts (knob ``layout``):
 
 Gold answers may be numbers or LaTeX (``\\frac{3}{4}``, ``(1, 2)``, ``x^2+1``, ``\\text{Sunday}``); one
 math-verify cannot read is a UserError naming the record and field. The solution's answer is the last
-one it states: ``\\boxed{…}``, ``#### …``, "the answer is …", or an ``A:`` / ``Answer:`` line; a
-solution is finished when its last step states one (or at max_steps). A solution that ended without
+one it states (as benchmarks grade): ``\\boxed{…}``, ``#### …``, "the answer is …", or an ``A:`` /
+``Answer:`` line; a solution is finished when its last step states one (or at max_steps). A solution that ended without
 stating one (EOS, max_steps) is graded on the one number its last step ends on (``last_result``, on by
 default: ``24 / 2 = 12 boys`` → 12; ``28 or 29`` → none).
 """
@@ -199,14 +199,16 @@ class JsonlMathEnv(FileSplits, Environment):
 
     # --- verification ---------------------------------------------------------------------------
     def _stated(self, steps: Sequence[str]) -> str | None:
-        """The answer the last step states (cleaned text), or with `last_result` the number it ends on;
-        None when it states none, or when an earlier step states one too (two answers are no answer)."""
-        if not steps or any(find_answer(s) is not None for s in steps[:-1]):
-            return None
-        stated = find_answer(steps[-1])
-        if stated is None and self.config.last_result:
-            return find_result(steps[-1])
-        return stated
+        """The last answer the solution states (cleaned text), or with `last_result` the one number its
+        last line ends on; None when there is neither. Blank steps are skipped."""
+        texts = [s for s in steps if s.strip()]
+        for text in reversed(texts):
+            stated = find_answer(text)
+            if stated is not None:
+                return stated
+        if texts and self.config.last_result:
+            return find_result(texts[-1].strip().splitlines()[-1])
+        return None
 
     def is_terminal(self, problem: Problem, steps: Sequence[str]) -> bool:
         return bool(steps) and (find_answer(steps[-1]) is not None or len(steps) >= self.config.max_steps)

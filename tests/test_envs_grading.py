@@ -48,7 +48,11 @@ GSM8K = [
     ("12", "In 2 hours he walks 12 km", 0.0),  # two numbers: no result
     ("28", "It is 28 or 29", 0.0),
     ("12", "12 boys\nSo the count is done", 0.0),  # only the last step counts
-    ("12", "A: 12\nA: 12", 0.0),  # two answers
+    ("12", "There are 24 children.\n\nSo 24 / 2 = 12 boys", 1.0),
+    ("12", "A: 11\nA: 12", 1.0),  # the last statement counts, as benchmarks grade
+    ("12", "A: 12\nA: 11", 0.0),
+    ("12", "The answer is 12.\n#### 12\n", 1.0),  # a trailing blank step is skipped
+    ("12", "A: 12\nCheck: 6 * 2 = 12", 1.0),
     ("12", "A: twelve", 0.0),
     ("12", "A:", 0.0),
     ("12", "The answer is unclear", 0.0),
@@ -115,7 +119,7 @@ def test_answer_formats(graded, gold, text, expected):
     env, problems = graded
     steps = text.split("\n")
     assert env.score(problems[gold], steps) == expected
-    # finished only once an answer is stated (a solution ending on a bare result is finished by EOS)
+    # finished once the last step states an answer (a solution ending on a bare result is finished by EOS)
     assert env.is_terminal(problems[gold], steps) == (find_answer(steps[-1]) is not None)
     if expected == 1.0:
         assert env.extract_answer(problems[gold], steps) is not None
