@@ -244,6 +244,16 @@ def parse_gold(text: str, where: str = "gold answer") -> Gold:
     return gold
 
 
+def precheck_gold(text: str, where: str = "gold answer") -> Fraction | None:
+    """The cheap part of `parse_gold`: the value of a plain-number gold answer, None for one that needs
+    math-verify (LaTeX, checked later by `parse_gold`); UserError for an empty or bare-words one."""
+    clean = clean_answer(text)
+    number = numeric_value(clean)
+    if number is None and (not clean or _BARE_WORDS.match(clean)):
+        parse_gold(clean, where)  # raises the one error message
+    return number
+
+
 def grade(gold: Gold | str, answer: str | None) -> bool:
     """Whether `answer` (a cleaned answer text, e.g. from `find_answer`) equals `gold`; never raises.
 

@@ -14,7 +14,8 @@ Layouts (knob ``layout``):
 ``{question: problem, answer: final}``; ``question_field`` / ``answer_field`` are older spellings of it.
 
 Gold answers may be numbers or LaTeX (``\\frac{3}{4}``, ``(1, 2)``, ``x^2+1``, ``\\text{Sunday}``); one
-math-verify cannot read is a UserError naming the record and field. The solution's answer is the last
+math-verify cannot read is a UserError naming the record and field (LaTeX ones are parsed when their
+problem is loaded, not for the whole file: parsing costs ≈10-100 ms per answer). The solution's answer is the last
 one it states (as benchmarks grade): ``\\boxed{…}``, ``#### …``, "the answer is …", or an ``A:`` /
 ``Answer:`` line; a solution is finished when its last step states one (or at max_steps). A solution that ended without
 stating one (EOS, max_steps) is graded on the one number its last step ends on (``last_result``, on by
@@ -31,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from envs.answers import format_number
-from envs.base import EnvConfig, Environment
+from envs.base import EnvConfig, Environment, Split
 from envs.datasets_io import iter_records
 from envs.errors import UserError
 from envs.grading import (
@@ -42,7 +43,9 @@ from envs.grading import (
     grade,
     is_math,
     last_boxed,
+    numeric_value,
     parse_gold,
+    precheck_gold,
 )
 from envs.solutions import gsm8k_steps, math_steps
 from envs.splits import FileSplits
@@ -119,10 +122,11 @@ def _text(value: Any, where: str, key: str) -> str | None:
 
 
 def _gold_text(text: str, where: str, key: str, canonical: bool) -> str:
-    """The problem's answer text, checked by math-verify: as written (cleaned), or with `canonical` a plain
-    number in canonical form (GSM8K: ``2,468`` → ``2468``, ``3/4`` → ``0.75``)."""
-    gold = parse_gold(text, f"{where}: field '{key}'")
-    return format_number(gold.number) if canonical and gold.number is not None else gold.text
+    """The problem's answer text: as written (cleaned), or with `canonical` a plain number in canonical
+    form (GSM8K: ``2,468`` → ``2468``, ``3/4`` → ``0.75``). Only the cheap checks run here; a LaTeX gold
+    answer is parsed by math-verify when its problem is loaded (`JsonlMathEnv.load`)."""
+    number = precheck_gold(text, f"{where}: field '{key}'")
+    return format_number(number) if canonical and number is not None else clean_answer(text)
 
 
 class JsonlMathEnv(FileSplits, Environment):
@@ -170,7 +174,8 @@ class JsonlMathEnv(FileSplits, Environment):
             rationale, final = raw[: m.start()], m.group(1)
             if rationale and not rationale.endswith("\n"):  # the answer sits inside a sentence
                 rationale = ""
-        return _gold_text(final, where, key, True), {"raw_answer": final.strip(), "rationale": rationale}
+        return _gold_text(final, where, key, True), {"raw_answer": final.strip(), "answer_key": key,
+                                                     "rationale": rationale}
 
     def _parse_math(self, where: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         c = self.config
@@ -185,7 +190,19 @@ class JsonlMathEnv(FileSplits, Environment):
             if final is None:
                 raise UserError(f"{where}: field '{skey}' has no \\boxed{{...}} answer and there is no "
                                 f"'{akey}' field")
-        return _gold_text(final, where, key, False), {"raw_answer": final.strip(), "solution": solution or ""}
+        return _gold_text(final, where, key, False), {"raw_answer": final.strip(), "answer_key": key,
+                                                      "solution": solution or ""}
+
+    def load(self, split: Split, count: int, seed: int = 0) -> list[Problem]:
+        """`FileSplits.load`, then every LaTeX gold answer among the problems parsed by math-verify (once
+        per text: ≈10-100 ms each, so a 12k-problem MATH file is not parsed whole to use 64 of it)."""
+        problems = super().load(split, count, seed)
+        for p in problems:
+            if p.answer is not None and numeric_value(p.answer) is None:
+                m = p.metadata
+                where = f"{m['file']}:{m['line']}" if "line" in m else f"{m['file']} record {m.get('record')}"
+                parse_gold(p.answer, f"{where}: field '{m.get('answer_key', 'answer')}'")
+        return problems
 
     def reference_steps(self, problem: Problem) -> list[str] | None:
         m = problem.metadata

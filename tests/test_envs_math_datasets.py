@@ -74,9 +74,10 @@ def test_gsm8k_steps_rule():
                       "math-verify"),
 ])
 def test_broken_math_files_name_file_line_and_field(name, message):
-    env = make_env("jsonl-math", layout="math", train_path=str(DATA / f"{name}.jsonl"))
+    path = str(DATA / f"{name}.jsonl")
+    env = make_env("jsonl-math", layout="math", train_path=path, test_path=path)
     with pytest.raises(UserError) as e:
-        env.load("train", 5)
+        env.load("test", 5)
     assert message in str(e.value)
 
 
@@ -140,9 +141,10 @@ def test_datasets_errors_name_the_file_record_and_field(hf_dir, tmp_path):
     bad = tmp_path / "bad.parquet"
     datasets.Dataset.from_list([{"problem": "a?", "final": "1"}, {"problem": "b?", "final": "\\sqrt{"}]
                                ).to_parquet(str(bad))
-    env = make_env("jsonl-math", layout="math", train_path=str(bad), fields=FIELDS)
+    env = make_env("jsonl-math", layout="math", train_path=str(bad), test_path=str(bad), fields=FIELDS)
     with pytest.raises(UserError, match=r"bad\.parquet record 1: field 'final': gold answer '\\sqrt\{' cannot"):
-        env.load("train", 5)
+        env.load("test", 5)
+    assert len(env.load("test", 1)) == 1  # LaTeX gold answers are parsed for the problems loaded only
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
     with pytest.raises(UserError, match=r"junk\.parquet: cannot be read as parquet"):
