@@ -80,7 +80,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _HASHES = re.compile(r"####[ \t]*(?P<span>[^\n]*)")
 # "the answer is" counts only before something that looks like an answer (not "the answer is unclear").
-_ANSWER_IS = re.compile(r"\banswer\s+is\s*:?[ \t]*(?=[-+−$\\(\[{.\d]|[A-Za-z]\s*=)", re.I)
+_ANSWER_IS = re.compile(r"\banswer\s+is\s*:?[ \t]*(?=[-+−$\\(\[{.*\d]|[A-Za-z]\s*=)", re.I)
 _ANSWER_LINE = re.compile(r"^[ \t]*(?:\*\*)?(?:A|Answer|Final answer)(?:\*\*)?\s*:(?:\*\*)?[ \t]*(?P<span>[^\n]*)",
                           re.I | re.M)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")

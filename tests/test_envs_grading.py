@@ -61,6 +61,15 @@ GSM8K = [
     ("10", r"The final answer is $\boxed{10}$. I hope it is correct.", 1.0),
     ("10", "So the answer is 11. The answer is 10.", 1.0),  # the last statement counts
     ("10", "A: ?!", 0.0),
+    # how instruct models write it
+    ("12", "The answer is **12**.", 1.0),
+    ("12", "**Answer: 12 boys**", 1.0),
+    ("12", r"Therefore, the final answer is: $\boxed{12}$", 1.0),
+    ("12", r"The answer is \(12\).", 1.0),
+    ("18", "She makes 9 * 2 = $18 every day.\n#### 18", 1.0),
+    ("18", "She makes 9 * 2 = $18 every day.\nThe answer is **$19**.", 0.0),
+    ("12", "The answer is **13**.", 0.0),
+    ("72", "#### 72.5", 0.0),
 ]
 MATH = [
     (r"\frac{3}{4}", r"So $x = \boxed{\frac{3}{4}}$.", 1.0),
@@ -93,6 +102,9 @@ MATH = [
     (r"2\pi", r"\boxed{6.28}", 0.0),
     (r"\frac{3}{4}", r"A: \frac{", 0.0),
     ("5", "A: " + "1+" * 200 + "1", 0.0),  # too long to be a final answer
+    (r"\frac{3}{4}", r"\boxed{3/5}", 0.0),
+    ("(1, 2)", r"\boxed{(1, 2, 3)}", 0.0),
+    ("1+x^2", r"\boxed{1+y^2}", 0.0),
 ]
 TABLE = GSM8K + MATH
 
