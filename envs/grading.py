@@ -154,6 +154,9 @@ _LATEX_FRAC = re.compile(r"^(?P<sign>[+-]?)\s*\\[dt]?frac\s*\{\s*(?P<num>\d+)\s*
 _UNIT_TEXT = re.compile(r"\s*\\(?:text|mbox|mathrm)\s*\{[^{}\d]*\}\s*$")  # 5\text{ cm}
 _UNIT_WORDS = re.compile(r"\s+[A-Za-z][A-Za-z'’/.\- ]*$")  # 12 apples, 5 m/s, 3 dollars each
 _VARIABLE = re.compile(r"^[A-Za-z]\s*=\s*")  # x = 5
+# words after a number that change its value: never dropped as a unit (2 pi is not 2)
+_NOT_UNITS = frozenset("pi i e sqrt squared cubed times over plus minus and or to divided hundred thousand "
+                       "million billion trillion".split())
 
 
 def numeric_value(span: str | None) -> Fraction | None:
@@ -164,7 +167,11 @@ def numeric_value(span: str | None) -> Fraction | None:
     s = s.replace("\\!", "").replace("{,}", ",").replace("\\%", "%").replace("\\$", "$").replace("\\,", "")
     s = _VARIABLE.sub("", s)
     s = _UNIT_TEXT.sub("", s)
-    s = _UNIT_WORDS.sub("", s)
+    unit = _UNIT_WORDS.search(s)
+    if unit:
+        if unit.group().split()[0].lower().strip(".") in _NOT_UNITS:
+            return None
+        s = s[: unit.start()]
     m = _LATEX_FRAC.match(s.strip())
     if m:
         den = int(m["den"])

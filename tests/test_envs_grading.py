@@ -70,6 +70,8 @@ GSM8K = [
     ("18", "She makes 9 * 2 = $18 every day.\nThe answer is **$19**.", 0.0),
     ("12", "The answer is **13**.", 0.0),
     ("72", "#### 72.5", 0.0),
+    ("2", "A: 2 pi", 0.0),  # words that change the value are not units
+    ("1", "A: 1 million", 0.0),
 ]
 MATH = [
     (r"\frac{3}{4}", r"So $x = \boxed{\frac{3}{4}}$.", 1.0),
