@@ -155,8 +155,7 @@ _UNIT_TEXT = re.compile(r"\s*\\(?:text|mbox|mathrm)\s*\{[^{}\d]*\}\s*$")  # 5\te
 _UNIT_WORDS = re.compile(r"\s+[A-Za-z][A-Za-z'’/.\- ]*$")  # 12 apples, 5 m/s, 3 dollars each
 _VARIABLE = re.compile(r"^[A-Za-z]\s*=\s*")  # x = 5
 # words after a number that change its value: never dropped as a unit (2 pi is not 2)
-_NOT_UNITS = frozenset("pi i e sqrt squared cubed times over plus minus and or to divided hundred thousand "
-                       "million billion trillion".split())
+_NOT_UNITS = frozenset(["pi", "i", "e", "sqrt", "squared", "cubed", "times", "over", "plus", "minus", "and", "or", "to", "divided", "hundred", "thousand", "million", "billion", "trillion"])
 
 
 def numeric_value(span: str | None) -> Fraction | None:
