@@ -8,6 +8,9 @@ with no oracle answer (``answer`` None) are still scored by their scorer.
 
 Problems: the dataset is created with a seed derived from (task, seed) and read in order; each
 question goes to train or test by a stable hash of its text, so the splits never share a question.
+Reference steps: tasks whose items carry a worked solution in GSM8K layout (``metadata.answer_cot``,
+e.g. ``gsm_symbolic``) give its lines (`envs.solutions.gsm8k_steps`) and ``A: <answer>``; others have none.
+
 Problem metadata stores where the item came from (task, gym seed, index, task config), so a problem
 read back from a tree file is scored against the very same item.
 """
@@ -26,6 +29,7 @@ from pydantic import Field
 from envs.answers import answer_text, is_answer_step, normalize_minus
 from envs.base import EnvConfig, Environment, Split
 from envs.errors import UserError
+from envs.solutions import gsm8k_steps
 from envs.splits import held_out
 from envs.types import Problem
 
@@ -124,6 +128,13 @@ class GymEnv(Environment):
                             f"'{m.get('task')}', not '{self.task}'")
         index = int(m["gym_index"])
         return self._dataset(int(m["gym_seed"]), index + 1, m.get("task_config") or {})[index]
+
+    def reference_steps(self, problem: Problem) -> list[str] | None:
+        """The item's worked solution (``metadata.answer_cot``, GSM8K layout) as steps, when it has one."""
+        cot = (self._entry(problem).get("metadata") or {}).get("answer_cot")
+        if not isinstance(cot, str) or problem.answer is None:
+            return None
+        return gsm8k_steps(cot.rsplit("####", 1)[0], problem.answer)
 
     # --- text layout ----------------------------------------------------------------------------
     def prompt(self, problem: Problem) -> str:

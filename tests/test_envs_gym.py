@@ -106,3 +106,16 @@ def test_a_scorer_that_accepts_anything_is_not_trusted():
     assert env.score(p, ["A: 28 or 29"]) == 0.0
     wrong = "True" if p.answer == "False" else "False"
     assert env.score(p, [f"A: {wrong}"]) == 0.0
+
+
+def test_gsm_symbolic_worked_solution_is_the_reference():
+    env = make_env("gym:gsm_symbolic")
+    problems = env.load("train", 3, seed=0)
+    for p in problems:
+        steps = env.reference_steps(p)
+        assert steps is not None and len(steps) >= 3
+        assert steps[-1] == f"A: {p.answer}"
+        assert not any("####" in s or "<<" in s or not s.strip() for s in steps)
+        assert env.is_terminal(p, steps) and env.score(p, steps) == 1.0  # a finished, correct solution
+        assert not env.is_terminal(p, steps[:-1])
+    assert make_env("gym:chain_sum").reference_steps(make_env("gym:chain_sum").load("train", 1)[0]) is None

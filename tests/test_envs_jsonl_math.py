@@ -53,7 +53,8 @@ def test_single_file_is_split_by_hash():
 @pytest.mark.parametrize("last, expected", [
     ("A: 2468", 1.0), ("A: 2,468", 1.0), ("A: 2468.0", 1.0), ("A:2468", 1.0), ("A: $2,468", 1.0),
     ("A: 2468.", 1.0), ("A: 2467", 0.0), ("A: 2468 or 2469", 0.0), ("Answer: 28 or 29", 0.0),
-    ("A: 2468 apples", 0.0), ("A: 2,46,8", 0.0), ("A:", 0.0), ("", 0.0),
+    ("A: 2468 apples", 1.0), ("A: 2468 apples and 3 pears", 0.0), ("A: 2,46,8", 0.0), ("A:", 0.0),
+    ("", 1.0),  # no answer line: the result the solution ends on (blank steps skipped)
 ])
 def test_numeric_answers(env, last, expected):
     p = by_line(env.load("train", 100))[3]
@@ -69,10 +70,13 @@ def test_fractions_decimals_negatives(env):
     assert env.score(train[5], ["A: −6"]) == 1.0
     assert env.score(train[5], ["A: -6"]) == 1.0
     assert env.score(train[5], ["A: 6"]) == 0.0
-    assert env.score(train[5], ["A: -6", "A: -6"]) == 0.0  # two answers
+    assert env.score(train[5], ["A: 6", "A: -6"]) == 1.0  # the last answer counts
+    assert env.score(train[5], ["A: -6", "A: 6"]) == 0.0
     assert env.verdict(train[5], ["A: 6"]) == "wrong answer 6 (expected -6)"
-    assert env.verdict(train[5], ["A: minus six"]) == "malformed answer"
-    assert env.verdict(train[5], ["so -6"]) == "no answer"
+    assert env.verdict(train[5], ["A: minus six"]) == "wrong answer minus six (expected -6)"
+    assert env.verdict(train[5], ["A: ?!"]) == "malformed answer"
+    assert env.verdict(train[5], ["so I am done"]) == "no answer"
+    assert env.verdict(train[5], ["4 - 10 = -6"]) == "correct"  # no answer line: the result it ends on
 
 
 def test_custom_field_map():
@@ -96,7 +100,7 @@ def test_whole_field_answer(tmp_path):
     ("missing_answer", "missing_answer.jsonl:2: field 'answer' is missing"),
     ("bad_json", "bad_json.jsonl:2: not valid JSON"),
     ("no_marker", "no_marker.jsonl:1: field 'answer' does not match answer_regex"),
-    ("not_number", "not_number.jsonl:1: field 'answer': final answer 'four' is not a number"),
+    ("not_number", "not_number.jsonl:1: field 'answer': gold answer 'four' cannot be parsed by math-verify"),
     ("bad_question", "bad_question.jsonl:1: field 'question' must be a non-empty string"),
     ("does_not_exist", "does_not_exist.jsonl: file not found"),
 ])
