@@ -87,13 +87,17 @@ def written_by_us(path: Path) -> bool:
 
 
 def check_file_output(path: str | os.PathLike, *, option: str = "--out",
-                      ours: Callable[[Path], bool] = written_by_us) -> None:
-    """Refuse (UserError) to write file `path` over a directory or over a file selfimprove did not write.
+                      ours: Callable[[Path], bool] = written_by_us, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse (UserError) to write file `path` over a directory, over a file selfimprove did not write, or
+    over one of the command's `inputs`.
 
     An absent or empty file, or one `ours` recognises (a trees/pairs JSONL or an export we wrote), is
     replaced as any `-o FILE` would be.
     """
     path = Path(path)
+    for src in inputs:
+        if path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
+            raise UserError(f"{option} '{path}' is also the command's input; choose another path")
     if path.is_dir():
         raise UserError(f"{option} '{path}' is a directory; give a file path (nothing was changed)")
     if path.is_symlink() and not path.exists():
@@ -105,18 +109,22 @@ def check_file_output(path: str | os.PathLike, *, option: str = "--out",
 
 def write_failure(path: str | os.PathLike, e: BaseException) -> UserError:
     """One sentence for an OSError (or a library's wrapped one) while writing `path`: which file, why."""
-    if isinstance(e, OSError):
-        reason = "no space left on device" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+    text = str(e).strip()
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in text:
+        reason = "no space left on device"
+    elif isinstance(e, OSError) and e.strerror:
+        reason = e.strerror
     else:
-        text = str(e).strip()
-        reason = "no space left on device" if "No space left" in text else \
-            (text.splitlines()[0] if text else type(e).__name__)
+        reason = text.splitlines()[0][:200] if text else type(e).__name__
     return UserError(f"{path}: could not be written ({reason}); the previous version, if any, is unchanged "
                      f"and a rerun (--resume for a run) starts this step again")
 
 
 def _is_write_failure(e: BaseException, tmp: Path) -> bool:
     """Whether `e`, raised while filling temp directory `tmp`, is the disk refusing a write there."""
+    if isinstance(e, shutil.Error):  # copytree's list of (src, dst, why)
+        rows = e.args[0] if e.args and isinstance(e.args[0], list) else []
+        return any(isinstance(r, tuple) and len(r) == 3 and str(r[1]).startswith(str(tmp)) for r in rows)
     if isinstance(e, OSError):
         inside = e.filename is not None and Path(str(e.filename)).resolve().is_relative_to(tmp.resolve())
         return inside or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)

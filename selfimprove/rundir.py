@@ -115,6 +115,9 @@ class RunDir:
             return
         if not root.is_dir():
             raise UserError(f"{root}: is a file, not a run directory; choose another --out (nothing was changed)")
+        kind = marker_kind(root)
+        if kind is not None:
+            raise UserError(f"{root}: holds a {kind} selfimprove wrote, not a run; choose another name/--out")
         if any(p.name != LOCK for p in root.iterdir()):
             raise UserError(f"{root}: is a directory selfimprove did not write (it has files and no {MARKER} "
                             f"run marker); choose another name/--out (nothing was changed)")
@@ -149,6 +152,8 @@ class RunDir:
         if resume and overwrite:
             raise UserError("--resume continues a run and --overwrite starts it over; give one")
         self.check_ours()
+        if resume and not self.is_started():
+            self.check_new_or_resume(resume)  # refused before anything is created
         with self.lock():
             self.check_ours()  # unchanged while we waited for nothing: checked again under the lock
             if overwrite and self.is_started():

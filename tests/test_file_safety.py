@@ -234,6 +234,10 @@ def test_file_outputs_replace_only_their_own_files(project, tmp_path, tiny_polic
     assert_refused(cli("search", "--policy", tiny_policy_dir, "--env", "arithmetic", "--out", str(project)),
                    "is a directory")
     assert snapshot(project) == before
+    mine = tmp_path / "trees.jsonl"
+    mine.write_bytes(trees.read_bytes())
+    assert_refused(cli("pairs", "--trees", str(mine), "--out", str(mine)), "is also the command's input")
+    assert mine.read_bytes() == trees.read_bytes()
     # its own outputs are replaced, as any `-o FILE` would be
     pairs = tmp_path / "pairs.jsonl"
     for _ in range(2):
@@ -307,9 +311,11 @@ def test_a_run_on_a_full_disk_stops_with_one_sentence_and_resumes(tmp_path, tiny
               f"ls -A {disk}/run/iter-000 >{logs}/ls\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, timeout=900, check=True)
-    first = subprocess.CompletedProcess([], int((logs / "1.rc").read_text()), (logs / "1.out").read_text(),
-                                        (logs / "1.err").read_text())
-    assert_refused(first, str(disk / "run"), "no space left on device", "--resume")
+    err = (logs / "1.err").read_text()  # the run's progress lines, then one sentence
+    assert (logs / "1.rc").read_text().strip() == "1" and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and err.count("error:") == 1, err[-3000:]
+    assert str(disk / "run") in last and "no space left on device" in last and "--resume" in last, last
     assert (logs / "2.rc").read_text().strip() == "0", (logs / "2.err").read_text()[-3000:]
     assert json.loads((logs / "2.out").read_text().strip().splitlines()[-1])["rows"]
     assert sorted((logs / "ls").read_text().split()) == ["metrics.json", "pairs.jsonl", "policy", "trees.jsonl"]

@@ -25,7 +25,7 @@ def pairs(
     from search.tree import read_trees
     from selfimprove.pairs import extract, write_records
 
-    check_file_output(out)
+    check_file_output(out, inputs=[trees])
     records, stats = extract(read_trees(trees), strategy, parse_sets(set_), iteration=iteration, seed=seed)
     write_records(out, records)
     emit({**stats, "out": out}, as_json, title=f"pairs ({strategy})")

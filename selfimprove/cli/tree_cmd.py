@@ -53,7 +53,7 @@ def tree_export(
     from selfimprove.tree_view import export_tree, select_tree
 
     if out is not None:
-        check_file_output(out)
+        check_file_output(out, inputs=[file])
     tree = select_tree(read_trees(file), str(file), index=index, problem=problem)
     text = export_tree(tree, fmt, out)
     if out is None and not as_json:

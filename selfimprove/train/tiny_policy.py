@@ -150,7 +150,9 @@ def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-
         raise UserError(f"--out '{out}' holds a tiny policy built with other settings; pass --overwrite to "
                         f"rebuild it there, or choose another path")
     t0 = time.perf_counter()
-    with atomic_dir(out, kind="tiny-policy", replace="any" if man is not None else "never") as tmp:
+    # a tiny policy (its manifest proves it) may go; with overwrite also one another build finished meanwhile
+    replace = "any" if man is not None else "ours" if overwrite else "never"
+    with atomic_dir(out, kind="tiny-policy", replace=replace) as tmp:
         train = _train(env, tmp, steps=steps, seed=seed, progress=Staged(progress, "train"))
         train_s = time.perf_counter() - t0
         acc = evaluate_policy(env, str(tmp), seed=seed, count=eval_problems, progress=Staged(progress, "eval"))
