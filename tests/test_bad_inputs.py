@@ -58,10 +58,12 @@ def test_malformed_trees(tmp_path, tiny_policy_dir, name, mutate, needle):
     trees = tmp_path / "trees.jsonl"
     trees.write_text(tree_lines(mutate))
     out = tmp_path / "out"
-    for res in (cli("pairs", "--trees", str(trees), "--out", str(out / "pairs.jsonl")),
-                cli("tree", "show", str(trees)),
-                cli("tree", "export", str(trees), "--out", str(out / "t.json")),
-                cli("train-value", "--trees", str(trees), "--init", tiny_policy_dir, "--out", str(out / "v"))):
+    runs = [cli("pairs", "--trees", str(trees), "--out", str(out / "pairs.jsonl")),
+            cli("tree", "show", str(trees)),
+            cli("tree", "export", str(trees), "--out", str(out / "t.json"))]
+    if name == "cycle":  # the value trainer reads trees the same way (one case: it loads torch)
+        runs.append(cli("train-value", "--trees", str(trees), "--init", tiny_policy_dir, "--out", str(out / "v")))
+    for res in runs:
         assert_one_sentence(res, f"{trees}:1: {needle}")
     assert not out.exists()
 
