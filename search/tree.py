@@ -14,10 +14,13 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Required
 
-from envs.errors import UserError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+from envs.errors import UserError, pydantic_message
 from envs.io import atomic_write_text, iter_jsonl
 from envs.types import SCHEMA_VERSION, Problem
 
@@ -74,7 +77,6 @@ class Node:
         return d
 
 
-_NODE_FIELDS = {f.name for f in fields(Node)} - {"virtual_loss"}
 
 
 class Tree:
@@ -268,29 +270,87 @@ class Tree:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], source: str = "tree") -> Tree:
+        """A tree from its JSON object; anything malformed (a field of the wrong type, a node whose parent
+        is not an earlier node, so no cycle can load) is a UserError naming `source` and the field."""
         if d.get("schema") != SCHEMA_VERSION:
             raise UserError(f"{source}: schema '{d.get('schema')}' is not '{SCHEMA_VERSION}'")
         try:
-            tree = cls(Problem(**d["problem"]), config=d.get("config"), checkpoint=d.get("checkpoint"),
-                       tree_id=d["id"], prompt=d.get("prompt"), delimiter=d.get("delimiter", DELIMITER))
-            nodes = sorted((Node(**{k: v for k, v in nd.items() if k in _NODE_FIELDS}) for nd in d["nodes"]),
-                           key=lambda n: n.id)
-            if [n.id for n in nodes] != list(range(len(nodes))):
-                raise ValueError("node ids must be 0..n-1")
-            if not nodes or nodes[0].parent is not None:
-                raise ValueError("node 0 must be the root (no parent)")
-            kids: list[list[Node]] = [[] for _ in nodes]
-            for node in nodes[1:]:
-                if node.parent is None or not 0 <= node.parent < node.id:
-                    raise ValueError(f"node {node.id}: its parent must be an earlier node")
-                kids[node.parent].append(node)
-            tree._nodes, tree._kids = nodes, kids
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise UserError(f"{source}: malformed tree ({type(e).__name__}: {e})") from None
-        tree.answer = d.get("answer")
-        tree.answer_node = d.get("answer_node")
-        tree.stats = d.get("stats", {})
+            rec = _TREE_RECORD.validate_python(d)
+        except ValidationError as e:
+            raise UserError(pydantic_message(e, source)) from None
+        try:
+            problem = Problem(**rec["problem"])
+        except ValidationError as e:
+            raise UserError(pydantic_message(e, source, prefix="problem")) from None
+        except TypeError as e:
+            raise UserError(f"{source}: field 'problem': {e}") from None
+        tree = cls(problem, config=rec.get("config"), checkpoint=rec.get("checkpoint"), tree_id=rec["id"],
+                   prompt=rec.get("prompt"), delimiter=rec.get("delimiter", DELIMITER))
+        nodes = sorted((Node(**nd) for nd in rec["nodes"]), key=lambda n: n.id)
+        if [n.id for n in nodes] != list(range(len(nodes))):
+            raise UserError(f"{source}: field 'nodes': node ids must be 0..{len(nodes) - 1}, each once")
+        if not nodes or nodes[0].parent is not None or nodes[0].depth != 0:
+            raise UserError(f"{source}: field 'nodes': node 0 must be the root (no parent, depth 0)")
+        kids: list[list[Node]] = [[] for _ in nodes]
+        for node in nodes[1:]:
+            if node.parent is None or not 0 <= node.parent < node.id:
+                raise UserError(f"{source}: field 'nodes.{node.id}.parent': must be an earlier node "
+                                f"(got {node.parent}; a parent cycle or a second root is not a tree)")
+            if node.depth != nodes[node.parent].depth + 1:
+                raise UserError(f"{source}: field 'nodes.{node.id}.depth': {node.depth} is not its parent's "
+                                f"depth + 1")
+            kids[node.parent].append(node)
+        answer_node = rec.get("answer_node")
+        if answer_node is not None and not 0 <= answer_node < len(nodes):
+            raise UserError(f"{source}: field 'answer_node': {answer_node} is not a node of the tree")
+        tree._nodes, tree._kids = nodes, kids
+        tree.answer = rec.get("answer")
+        tree.answer_node = answer_node
+        tree.stats = rec.get("stats", {})
         return tree
+
+
+class _NodeRecord(TypedDict, total=False):
+    """A node's JSON fields and their types, checked strictly on read (no "3" for 3, no null depth)."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="ignore")  # type: ignore[misc]
+    id: Required[int]
+    parent: Required[int | None]
+    depth: Required[int]
+    step: str
+    num_tokens: int
+    logprob: float
+    prior: float
+    visits: int
+    value_sum: float
+    value: float | None
+    reward: float
+    terminal: bool
+    score: float | None
+    answer: str | None
+    finish_reason: str | None
+    checkpoint: str | None
+    check: bool | None
+
+
+class _TreeRecord(TypedDict, total=False):
+    """One line of trees.jsonl, typed (the problem is checked by its own model)."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="ignore")  # type: ignore[misc]
+    schema: Required[str]
+    id: Required[str]
+    problem: Required[dict[str, Any]]
+    prompt: str | None
+    delimiter: str
+    config: dict[str, Any] | None
+    checkpoint: str | None
+    answer: str | None
+    answer_node: int | None
+    stats: dict[str, Any]
+    nodes: Required[list[_NodeRecord]]
+
+
+_TREE_RECORD = TypeAdapter(_TreeRecord)
 
 
 def write_trees(path: str | os.PathLike, trees: Iterable[Tree]) -> int:

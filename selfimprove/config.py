@@ -209,17 +209,25 @@ def parse_config(raw: Any, source: str) -> RunConfig:
 
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read, override, validate and cross-check a run config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found")
+    from envs.io import check_input_file
+
+    path = check_input_file(path, "config file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte at offset {e.start}); is this a binary file?") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    raw = apply_overrides(raw if raw is not None else {}, overrides) if isinstance(raw, dict) or raw is None \
-        else raw
+    if raw is None or raw == {}:
+        raise UserError(f"{path}: the config file is empty; a run needs at least its env and policy (see "
+                        f"examples/demo.yaml), so nothing was run")
+    raw = apply_overrides(raw, overrides) if isinstance(raw, dict) else raw
     cfg = parse_config(raw, str(path.name))
     if cfg.name is None:
         cfg.name = path.stem

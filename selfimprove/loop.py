@@ -46,7 +46,7 @@ def build_tiny_base(cfg: RunConfig, progress: Progress = SILENT) -> tuple[Path, 
 
     tiny, knobs = cfg.policy.tiny, dict(cfg.env.knobs)
     out = cached_dir(tiny.cache_dir, cfg.env.name, seed=tiny.seed, steps=tiny.steps, knobs=knobs)
-    kw: dict[str, Any] = {"seed": tiny.seed, "knobs": knobs, "progress": progress}
+    kw: dict[str, Any] = {"seed": tiny.seed, "knobs": knobs, "progress": progress, "overwrite": True}
     if tiny.steps is not None:
         kw["steps"] = tiny.steps
     return out, dict(build_tiny_policy(cfg.env.name, str(out), **kw))
@@ -55,11 +55,12 @@ def build_tiny_base(cfg: RunConfig, progress: Progress = SILENT) -> tuple[Path, 
 class Loop:
     """Runs (or resumes) one configured run in one run directory."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                  progress: Progress | None = None):
         self.cfg = cfg
         self.run = RunDir(run_dir)
         self.resume = resume
+        self.overwrite = overwrite
         self.progress = progress or SILENT
         self.env = make_env(cfg.env.name, cfg.env.knobs)
 
@@ -81,7 +82,6 @@ class Loop:
     # --- setup ----------------------------------------------------------------------------------
     def _write_config(self) -> None:
         run = self.run
-        run.check_new_or_resume(self.resume)
         if run.config.is_file():
             stored = parse_config(yaml.safe_load(run.config.read_text(encoding="utf-8")), str(run.config))
             diff = config_diff(stored, self.cfg)
@@ -218,7 +218,14 @@ class Loop:
 
     # --- the loop -------------------------------------------------------------------------------
     def run_all(self) -> dict[str, Any]:
-        """Run every iteration not yet finished; returns the summary (also written to summary.json)."""
+        """Run every iteration not yet finished; returns the summary (also written to summary.json).
+
+        The run directory is held (`RunDir.claim`: ours or free, locked against a second process) for
+        the whole run."""
+        with self.run.claim(resume=self.resume, overwrite=self.overwrite):
+            return self._run_all()
+
+    def _run_all(self) -> dict[str, Any]:
         cfg, run = self.cfg, self.run
         self._write_config()
         base = self.base_policy()
@@ -292,7 +299,7 @@ def _brief(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def run_loop(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+def run_loop(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
              progress: Progress | None = None) -> dict[str, Any]:
-    """Run or resume `cfg` in `run_dir`; returns the summary."""
-    return Loop(cfg, run_dir, resume=resume, progress=progress).run_all()
+    """Run, resume (`resume`) or start over (`overwrite`) `cfg` in `run_dir`; returns the summary."""
+    return Loop(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress).run_all()

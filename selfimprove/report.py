@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from envs.io import atomic_write_json
+from envs.io import atomic_write_json, write_failure
 
 ACCURACY_KEYS = (("greedy_acc", "greedy"), ("maj_acc", "maj@k"), ("pass_acc", "pass@k"), ("search_acc", "search"))
 
@@ -84,8 +84,10 @@ def write_plot(path: Path, summary: dict[str, Any]) -> None:
     try:
         fig.savefig(tmp)
         tmp.replace(path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_failure(path, e) from None
         raise
     finally:
         plt.close(fig)

@@ -11,6 +11,7 @@ nodes below `depth` into a "… 12 nodes deeper" line, so a large tree stays rea
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -23,7 +24,8 @@ from rich.text import Text
 from rich.tree import Tree as RichTree
 
 from envs.errors import UserError
-from envs.io import atomic_write_text
+from envs.io import atomic_write_text, iter_jsonl
+from envs.types import SCHEMA_VERSION
 from search.tree import Node, Tree
 
 WIDTH = 80
@@ -50,31 +52,49 @@ def node_stats(node: Node, mark: str = "") -> str:
             f"V={_num(node.value, '+.2f', 5)} P={node.prior:4.2f} {verdict} {mark or ' '}")
 
 
-def pair_marks(records: Iterable[dict[str, Any]], tree_id: str) -> dict[int, str]:
+def pair_marks(records: Iterable[dict[str, Any]], tree_id: str, sources: Iterable[str] | None = None) -> dict[int, str]:
     """Node id → "+" (chosen) / "-" (rejected) / "±" (both, in different pairs) for one tree's records.
 
     Pairs name `chosen_node` / `rejected_node`; ranked lists name `node_ids` best first (the first
     counts as chosen, the last as rejected). Provenance fields may also sit under a `provenance` key.
+    A node id that is not an integer is a UserError naming the record's source ("file:line" from
+    `sources`, else "pairs record K").
     """
     marks: dict[int, str] = {}
 
-    def put(node_id: Any, mark: str) -> None:
-        if node_id is None or int(node_id) < 0:
+    def put(node_id: Any, mark: str, src: str, key: str) -> None:
+        if node_id is None:
             return
-        old = marks.get(int(node_id))
-        marks[int(node_id)] = mark if old in (None, mark) else "±"
+        if not isinstance(node_id, int) or isinstance(node_id, bool):
+            raise UserError(f"{src}: field '{key}': expected a node id (an integer), got {json.dumps(node_id)[:40]}")
+        if node_id < 0:
+            return
+        old = marks.get(node_id)
+        marks[node_id] = mark if old in (None, mark) else "±"
 
-    for rec in records:
-        rec = {**(rec.get("provenance") or {}), **rec}
+    names = iter(sources) if sources is not None else (f"pairs record {k}" for k in itertools.count(1))
+    for rec, src in zip(records, names, strict=False):
+        prov = rec.get("provenance") or {}
+        if not isinstance(prov, dict):
+            raise UserError(f"{src}: field 'provenance': expected an object")
+        rec = {**prov, **rec}
         if str(rec.get("tree_id")) != str(tree_id):
             continue
         if "chosen_node" in rec or "rejected_node" in rec:
-            put(rec.get("chosen_node"), "+")
-            put(rec.get("rejected_node"), "-")
-        elif rec.get("node_ids"):
-            put(rec["node_ids"][0], "+")
-            put(rec["node_ids"][-1], "-")
+            put(rec.get("chosen_node"), "+", src, "chosen_node")
+            put(rec.get("rejected_node"), "-", src, "rejected_node")
+        elif ids := rec.get("node_ids"):
+            if not isinstance(ids, list):
+                raise UserError(f"{src}: field 'node_ids': expected a list of node ids")
+            put(ids[0], "+", src, "node_ids")
+            put(ids[-1], "-", src, "node_ids")
     return marks
+
+
+def pair_marks_file(path: str | os.PathLike, tree_id: str) -> dict[int, str]:
+    """`pair_marks` of a pairs JSONL file, errors naming file:line."""
+    rows = list(iter_jsonl(path))
+    return pair_marks([obj for _, obj in rows], tree_id, sources=[f"{path}:{n}" for n, _ in rows])
 
 
 def render_tree(tree: Tree, *, depth: int | None = None, min_visits: int | None = None,
@@ -159,7 +179,8 @@ def _dot_quote(s: str) -> str:
 def to_dot(tree: Tree) -> str:
     """Graphviz DOT text: one box per node (step, N, Q, verdict); the answer path drawn bold."""
     best = {n.id for n in tree.answer_path()}
-    lines = [f"digraph {_dot_quote('tree ' + tree.id)} {{", "  node [shape=box, fontname=monospace];"]
+    lines = [f"digraph {_dot_quote('tree ' + tree.id)} {{", f"  // {SCHEMA_VERSION} tree export",
+             "  node [shape=box, fontname=monospace];"]
     for node in tree:
         step = "(root)" if node.parent is None else elide(node.step, 40)
         verdict = ("\n✓" if node.correct else "\n✗") if node.terminal else ""
@@ -176,7 +197,9 @@ def export_tree(tree: Tree, fmt: str, out: str | os.PathLike | None = None) -> s
     if fmt == "json":
         text = json.dumps(tree.to_json(), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "graphml":
-        text = "\n".join(nx.generate_graphml(tree.to_networkx(missing=""))) + "\n"  # GraphML has no null
+        g = tree.to_networkx(missing="")  # GraphML has no null
+        g.graph["schema"] = SCHEMA_VERSION  # marks the file as ours (envs.io.written_by_us)
+        text = "\n".join(nx.generate_graphml(g)) + "\n"
     elif fmt == "dot":
         text = to_dot(tree)
     else:

@@ -144,8 +144,8 @@ def test_humaneval_references_pass_and_partial_credit(sandbox_mode):
 
 
 @pytest.mark.slow
-def test_humaneval_all_164_references_pass():
-    env = make_env("code-humaneval")
+def test_humaneval_all_164_references_pass(sandbox_mode):
+    env = make_env("code-humaneval", sandbox=sandbox_mode)
     problems = env.load("train", 500) + env.load("test", 500)
     scores = env.score_many([(p, reference(env, p)) for p in problems])
     assert [p.id for p, s in zip(problems, scores, strict=True) if s < 1.0] == []

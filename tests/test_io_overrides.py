@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from envs.errors import UserError
-from envs.io import atomic_dir
+from envs.io import MARKER, atomic_dir, marker_kind
 from selfimprove.overrides import apply_overrides, parse_sets, parse_value
 
 
@@ -15,14 +15,14 @@ def test_atomic_dir_swaps_in_whole_or_not_at_all(tmp_path):
     with atomic_dir(out) as tmp:
         assert tmp.parent == tmp_path and tmp.is_dir() and not out.exists()
         (tmp / "a.txt").write_text("1")
-    assert (out / "a.txt").read_text() == "1"
-    with pytest.raises(RuntimeError, match="half way"), atomic_dir(out) as tmp:
+    assert (out / "a.txt").read_text() == "1" and marker_kind(out) == "model"
+    with pytest.raises(RuntimeError, match="half way"), atomic_dir(out, replace="ours") as tmp:
         (tmp / "b.txt").write_text("2")
         raise RuntimeError("half way")
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the old directory, untouched
-    with atomic_dir(out) as tmp:
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "a.txt"]  # the old directory, untouched
+    with atomic_dir(out, replace="ours") as tmp:
         (tmp / "c.txt").write_text("3")
-    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]  # replaced whole
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "c.txt"]  # replaced whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp directory left
 
 

@@ -58,5 +58,5 @@ def test_bad_tree_lines_name_file_and_line(tmp_path):
     bad = json.loads(good)
     bad["nodes"][2]["parent"] = 99
     path.write_text(json.dumps(bad) + "\n")
-    with pytest.raises(UserError, match=r"t.jsonl:1: malformed tree"):
+    with pytest.raises(UserError, match=r"t.jsonl:1: field 'nodes.2.parent': must be an earlier node \(got 99"):
         read_trees(path)

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from envs.errors import UserError
+from envs.io import write_marker
 from selfimprove.pairs import PreferenceList, PreferencePair, write_records
 from selfimprove.train import losses as L
 from selfimprove.train import train_policy
@@ -166,11 +167,15 @@ def test_first_step_loss_matches_hand_value_on_both_backends(tiny_policy_dir, tm
     assert ipo["first_loss"] == pytest.approx(4.0, abs=1e-3)
 
 
-def test_out_dir_replaced_atomically(tiny_policy_dir, tmp_path):
+def test_out_dir_replaced_atomically_only_when_ours(tiny_policy_dir, tmp_path):
     out = tmp_path / "policy"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    train_policy(tiny_policy_dir, arith_pairs(4, 0), out, {"loss": "dpo", "lr": 1e-3})
+    with pytest.raises(UserError, match="selfimprove did not write"):  # not ours: refused, untouched
+        train_policy(tiny_policy_dir, arith_pairs(4, 0), out, {"loss": "dpo", "lr": 1e-3}, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["stale.txt"]
+    write_marker(out, "policy")  # as if selfimprove had saved it
+    train_policy(tiny_policy_dir, arith_pairs(4, 0), out, {"loss": "dpo", "lr": 1e-3}, overwrite=True)
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
 

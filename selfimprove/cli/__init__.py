@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
 
 from envs.errors import UserError
+from envs.io import write_failure
 from selfimprove.cli.app import app, err_console
 
 # Each module registers its commands on `app` when imported.
@@ -33,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as e:  # a full disk outside the artifact writers (which name their file themselves)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        err_console.print(f"[bold red]error:[/] {write_failure(e.filename or 'a file', e)}", highlight=False,
+                          soft_wrap=True)
+        return 1
     return 0
 
 

@@ -18,10 +18,14 @@ def pairs(
     seed: int = typer.Option(0, "--seed", help="Seed for random choices (rejected=random, sampling)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Extract preference records from trees with a strategy; print counts, mean margin, depth histogram."""
+    """Extract preference records from trees with a strategy; print counts, mean margin, depth histogram.
+
+    --out is replaced only when it is a file selfimprove wrote (or empty)."""
+    from envs.io import check_file_output
     from search.tree import read_trees
     from selfimprove.pairs import extract, write_records
 
+    check_file_output(out, inputs=[trees])
     records, stats = extract(read_trees(trees), strategy, parse_sets(set_), iteration=iteration, seed=seed)
     write_records(out, records)
     emit({**stats, "out": out}, as_json, title=f"pairs ({strategy})")

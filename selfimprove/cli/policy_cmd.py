@@ -18,6 +18,8 @@ def policy_init(
     seed: int = typer.Option(0, "--seed", help="Seed for data, initialisation and sampling."),
     eval_problems: int = typer.Option(200, "--eval-problems", help="Held-out test problems for the accuracy report."),
     knobs: list[str] = KNOB_OPTION,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild --out when it holds a tiny policy built "
+                                   "with other settings (never a directory selfimprove did not write)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train a byte-level BPE tokenizer and a small Llama from scratch by SFT, then report its accuracy.
@@ -32,5 +34,5 @@ def policy_init(
     hf_logging.disable_progress_bar()  # our own bar says what is happening
     with Bars(stages={"train": "training", "eval": "evaluating"}) as bars:
         summary = build_tiny_policy(env, out, steps=steps, seed=seed, progress=bars, eval_problems=eval_problems,
-                                    knobs=parse_sets(knobs, option="--knob"))
+                                    knobs=parse_sets(knobs, option="--knob"), overwrite=overwrite)
     emit(summary, as_json, title=f"tiny policy for '{env}'")

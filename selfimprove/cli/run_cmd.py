@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -12,14 +11,15 @@ import typer
 from selfimprove.cli.app import JSON_OPTION, app, console, err_console, quiet_transformers
 
 
-def run_and_report(cfg, run_dir: Path, *, resume: bool, as_json: bool, show_tree: bool = False) -> dict:
+def run_and_report(cfg, run_dir: Path, *, resume: bool, as_json: bool, show_tree: bool = False,
+                   overwrite: bool = False) -> dict:
     from selfimprove.cli.bars import Bars
     from selfimprove.loop import run_loop
     from selfimprove.report import summary_table
 
     quiet_transformers()
     with Bars(transient=False) as bars:
-        summary = run_loop(cfg, run_dir, resume=resume, progress=bars)
+        summary = run_loop(cfg, run_dir, resume=resume, overwrite=overwrite, progress=bars)
     out = console if not as_json else err_console
     if show_tree:
         _show_one_tree(run_dir, cfg.iterations - 1, out)
@@ -57,6 +57,8 @@ def _show_one_tree(run_dir: Path, iteration: int, out) -> None:
 def run_cmd(
     config: Path = typer.Argument(..., help="The run's YAML config."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in its directory (skip finished stages)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the run in its directory over (only a "
+                                   "directory selfimprove wrote; everything in it is removed)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config field: key.sub=value (repeatable)."),
     out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
     as_json: bool = JSON_OPTION,
@@ -65,7 +67,8 @@ def run_cmd(
     from selfimprove.config import load_config
 
     cfg = load_config(config, overrides)
-    run_and_report(cfg, out or Path("runs") / (cfg.name or config.stem), resume=resume, as_json=as_json)
+    run_and_report(cfg, out or Path("runs") / (cfg.name or config.stem), resume=resume, overwrite=overwrite,
+                   as_json=as_json)
 
 
 DEMO_CONFIG = "demo.yaml"
@@ -87,26 +90,39 @@ def demo_config_text() -> str:
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start over even if a finished demo run is there."),
+    overwrite: bool = typer.Option(False, "--overwrite", "--fresh",
+                                   help="Start the demo run in --out over (only a run directory selfimprove wrote)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """The embedded default: tiny arithmetic policy, 3 iterations of MCTS → q-gap pairs → step-DPO."""
+    """The embedded default: tiny arithmetic policy, 3 iterations of MCTS → q-gap pairs → step-DPO.
+
+    A demo run already in --out with the same config is resumed (a finished one just reports); one
+    with another config is started over only with --overwrite; a directory selfimprove did not write
+    is never touched."""
     import yaml
 
+    from envs.errors import UserError
     from selfimprove.config import config_diff, parse_config
     from selfimprove.rundir import RunDir
 
     cfg = parse_config(yaml.safe_load(demo_config_text()), DEMO_CONFIG)
     cfg.name = cfg.name or "demo"
     run = RunDir(out)
+    run.check_ours()  # a folder that is not a run of ours: refused before anything else
     resume = False
-    if run.is_started() and not fresh and run.config.is_file():
-        try:
-            stored = parse_config(yaml.safe_load(run.config.read_text(encoding="utf-8")), str(run.config))
-            resume = config_diff(stored, cfg) is None
-        except Exception:
-            resume = False
-    if run.is_started() and not resume:
-        err_console.print(f"{out}: starting the demo over (the run there has another config)")
-        shutil.rmtree(out)
-    run_and_report(cfg, out, resume=resume, as_json=as_json, show_tree=True)
+    if run.is_started() and not overwrite:
+        diff = None  # a run killed before it wrote its config resumes as the demo
+        if run.config.is_file():
+            try:
+                stored = parse_config(yaml.safe_load(run.config.read_text(encoding="utf-8")), str(run.config))
+                diff = config_diff(stored, cfg)
+            except (UserError, yaml.YAMLError):
+                diff = "(config.yaml unreadable)"
+        if diff is not None:
+            raise UserError(f"{out}: holds a run with another config (field '{diff}'); pass --overwrite to "
+                            f"start the demo over there, or choose another --out")
+        resume = True
+    elif overwrite and run.is_started():
+        err_console.print(f"{out}: starting the demo over (--overwrite)")
+    run_and_report(cfg, out, resume=resume, overwrite=overwrite and run.is_started(), as_json=as_json,
+                   show_tree=True)

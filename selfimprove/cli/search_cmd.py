@@ -23,7 +23,10 @@ def search(
     knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Search every problem with one policy (and value model), batching all problems' requests together."""
+    """Search every problem with one policy (and value model), batching all problems' requests together.
+
+    --out is replaced only when it is a trees file selfimprove wrote (or empty)."""
+    from envs.io import check_file_output
     from envs.registry import make_env
     from search.api import run_search
     from search.registry import make_config
@@ -31,6 +34,7 @@ def search(
 
     if split not in ("train", "test"):
         raise UserError(f"--split must be 'train' or 'test', got '{split}'")
+    check_file_output(out)
     config = make_config(algo, parse_sets(sets))  # bad algo / key fails before any model loads
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     items = environment.load(split, problems, seed=seed)

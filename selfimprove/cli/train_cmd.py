@@ -1,6 +1,8 @@
 """`selfimprove train` (policy on preference data or SFT records) and `selfimprove train-value` (value
 model on trees). Each option is a field of the trainer's config (defaults from it); `--set` reaches the
-rest. The command writes `--out` atomically: the trainer fills a temp directory swapped in whole.
+rest. The command writes `--out` atomically: the trainer fills a temp directory swapped in whole. An
+existing `--out` is replaced only when selfimprove wrote it and `--overwrite` is given (HF's
+`overwrite_output_dir`); anything else there is refused before training starts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def _summary(metrics: dict) -> dict:
 
 
 SET_OPTION = typer.Option([], "--set", help="Any other config field, key=value (repeatable), e.g. warmup_steps=10.")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace --out when it holds a model selfimprove saved "
+                                "(never a directory it did not write).")
 
 
 @app.command("train")
@@ -44,6 +48,7 @@ def train(
     ref: str = typer.Option(None, "--ref", help="Reference model directory (default: --policy)."),
     seed: int = typer.Option(0, "--seed"),
     sets: list[str] = SET_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the policy on preference pairs or lists (or SFT records); print loss, margins and throughput."""
@@ -55,7 +60,7 @@ def train(
                                    "epochs": epochs, "batch_size": batch_size, "alpha": alpha,
                                    "max_length": max_length, **parse_sets(sets)}, "train")
     quiet_transformers()
-    with Bars("training") as bars, atomic_dir(out) as tmp:
+    with Bars("training") as bars, atomic_dir(out, kind="policy", replace="ours" if overwrite else "never") as tmp:
         metrics = fit_policy(policy, data, tmp, cfg, ref_dir=ref, seed=seed, progress=bars)
     emit({**_summary(metrics), "out": out}, as_json, title=f"train ({cfg.loss}, {cfg.backend})")
 
@@ -74,6 +79,7 @@ def train_value(
                                   help="Fraction of trees held out for AUROC."),
     seed: int = typer.Option(0, "--seed"),
     sets: list[str] = SET_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the value model on tree nodes; print held-out AUROC before and after."""
@@ -88,6 +94,6 @@ def train_value(
     cfg = ValueTrainConfig.parse({"epochs": epochs, "lr": lr, "target": target, "heldout_fraction": heldout,
                                   **parse_sets(sets)}, "train-value")
     quiet_transformers()
-    with Bars("training") as bars, atomic_dir(out) as tmp:
+    with Bars("training") as bars, atomic_dir(out, kind="value model", replace="ours" if overwrite else "never") as tmp:
         metrics = fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=bars)
     emit({**_summary(metrics), "out": out}, as_json, title="train-value")

@@ -26,14 +26,13 @@ def tree_show(
 ) -> None:
     """Render a tree: elided steps with N, Q, V, prior and verdict; ▶ marks the answer path."""
     from envs.errors import UserError
-    from envs.io import read_jsonl
     from search.tree import read_trees
-    from selfimprove.tree_view import pair_marks, render_tree, select_tree
+    from selfimprove.tree_view import pair_marks_file, render_tree, select_tree
 
     if index is not None and problem is not None:
         raise UserError("--index and --problem select a tree two ways; give one")
     tree = select_tree(read_trees(file), str(file), index=index, problem=problem)
-    marks = pair_marks(read_jsonl(pairs), tree.id) if pairs is not None else None
+    marks = pair_marks_file(pairs, tree.id) if pairs is not None else None
     console.print(render_tree(tree, depth=depth, min_visits=min_visits, marks=marks, width=width))
 
 
@@ -46,10 +45,15 @@ def tree_export(
     out: Path = typer.Option(None, "--out", "-o", help="Write here (atomically) instead of stdout."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Export one tree as JSON, GraphML (networkx, flat attributes) or Graphviz DOT."""
+    """Export one tree as JSON, GraphML (networkx, flat attributes) or Graphviz DOT.
+
+    --out is replaced only when it is an export selfimprove wrote (or empty)."""
+    from envs.io import check_file_output
     from search.tree import read_trees
     from selfimprove.tree_view import export_tree, select_tree
 
+    if out is not None:
+        check_file_output(out, inputs=[file])
     tree = select_tree(read_trees(file), str(file), index=index, problem=problem)
     text = export_tree(tree, fmt, out)
     if out is None and not as_json:

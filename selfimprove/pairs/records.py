@@ -115,7 +115,7 @@ def read_records(path: str | os.PathLike, *, max_prompt_chars: int | None = None
         if obj.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise UserError(f"{src}: schema '{obj.get('schema')}' is not '{SCHEMA_VERSION}'")
         kind = obj.get("kind", "pair")
-        cls = {"pair": PreferencePair, "list": PreferenceList}.get(kind)
+        cls = {"pair": PreferencePair, "list": PreferenceList}.get(kind) if isinstance(kind, str) else None
         if cls is None:
             raise UserError(f"{src}: field 'kind': '{kind}' is not 'pair' or 'list'")
         try:

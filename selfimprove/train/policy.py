@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envs.errors import UserError
-from envs.io import atomic_dir, read_jsonl
+from envs.io import atomic_dir, iter_jsonl
 from envs.progress import SILENT, Progress
 from selfimprove.pairs.records import Record, read_records
 from selfimprove.train.config import SFT, PolicyTrainConfig
@@ -27,6 +27,17 @@ def load_records(records_or_path: Records) -> list[Record]:
     if isinstance(records_or_path, (str, os.PathLike)):
         return read_records(records_or_path)
     return list(records_or_path)
+
+
+def read_sft(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """SFT records {prompt, completion} from JSONL; a field that is not a non-empty string is a UserError."""
+    out = []
+    for lineno, obj in iter_jsonl(path, required=("prompt", "completion")):
+        for key in ("prompt", "completion"):
+            if not isinstance(obj[key], str) or not obj[key]:
+                raise UserError(f"{path}:{lineno}: field '{key}': expected a non-empty string")
+        out.append(obj)
+    return out
 
 
 def fit_policy(policy_dir: str | os.PathLike, records_or_path: Records, out_dir: str | os.PathLike,
@@ -44,8 +55,8 @@ def fit_policy(policy_dir: str | os.PathLike, records_or_path: Records, out_dir:
     if cfg.loss == SFT:
         from selfimprove.train.sft import train_sft
 
-        sft = read_jsonl(records_or_path, required=("prompt", "completion")) \
-            if isinstance(records_or_path, (str, os.PathLike)) else [dict(r) for r in records_or_path]
+        sft = read_sft(records_or_path) if isinstance(records_or_path, (str, os.PathLike)) \
+            else [dict(r) for r in records_or_path]
         return train_sft(policy_dir, sft, out_dir, cfg, seed=seed, progress=progress)
     records = load_records(records_or_path)
     if not records:
@@ -66,9 +77,11 @@ def fit_policy(policy_dir: str | os.PathLike, records_or_path: Records, out_dir:
 def train_policy(policy_dir: str | os.PathLike, records_or_path: Records, out_dir: str | os.PathLike,
                  config: PolicyTrainConfig | Mapping[str, Any] | None = None, *,
                  ref_dir: str | os.PathLike | None = None, eval_records: Sequence[Record] | str | None = None,
-                 seed: int = 0, progress: Progress = SILENT) -> dict[str, Any]:
-    """`fit_policy` into a temp directory beside `out_dir`, swapped in whole when training succeeds."""
+                 seed: int = 0, progress: Progress = SILENT, overwrite: bool = False) -> dict[str, Any]:
+    """`fit_policy` into a temp directory beside `out_dir`, swapped in whole when training succeeds.
+
+    An existing `out_dir` is replaced only when selfimprove saved it and `overwrite` is set."""
     cfg = PolicyTrainConfig.parse(config, SOURCE)  # a bad config fails before anything is written
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, kind="policy", replace="ours" if overwrite else "never") as tmp:
         return fit_policy(policy_dir, records_or_path, tmp, cfg, ref_dir=ref_dir, eval_records=eval_records,
                           seed=seed, progress=progress)

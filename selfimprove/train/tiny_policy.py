@@ -122,14 +122,15 @@ def read_manifest(out_dir: str | Path) -> dict | None:
 
 def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-policy", *, steps: int = 1200,
                       seed: int = 0, progress: Progress = SILENT, eval_problems: int = EVAL_PROBLEMS,
-                      knobs: dict | None = None) -> dict:
+                      knobs: dict | None = None, overwrite: bool = False) -> dict:
     """Train the tiny policy for `env_name` (with the environment's `knobs`) into `out_dir` and evaluate it
     on the same environment; returns the summary.
 
     A complete `out_dir` built with the same settings is reused (summary["cached"] is True). The summary
     holds greedy_accuracy and best_of_16_accuracy (temperature-1 samples, the verifier picks: pass@16) on
     200 held-out test problems, build_seconds, params and vocab_size. Progress reports carry stage
-    "train" (optimizer steps), then "eval".
+    "train" (optimizer steps), then "eval". A tiny policy built with other settings is replaced only
+    with `overwrite`; a directory that is not a tiny policy, never.
     """
     from envs.registry import make_env
 
@@ -143,9 +144,15 @@ def build_tiny_policy(env_name: str = "arithmetic", out_dir: str | Path = "tiny-
     if man is not None and man["settings"] == settings:
         return {**man["summary"], "cached": True}
     if out.exists() and (not out.is_dir() or (man is None and any(out.iterdir()))):
-        raise UserError(f"--out '{out}' exists and is not a tiny-policy directory; choose another path")
+        raise UserError(f"--out '{out}' exists and is not a tiny-policy directory; choose another path "
+                        f"(nothing was changed)")
+    if man is not None and not overwrite:
+        raise UserError(f"--out '{out}' holds a tiny policy built with other settings; pass --overwrite to "
+                        f"rebuild it there, or choose another path")
     t0 = time.perf_counter()
-    with atomic_dir(out) as tmp:
+    # a tiny policy (its manifest proves it) may go; with overwrite also one another build finished meanwhile
+    replace = "any" if man is not None else "ours" if overwrite else "never"
+    with atomic_dir(out, kind="tiny-policy", replace=replace) as tmp:
         train = _train(env, tmp, steps=steps, seed=seed, progress=Staged(progress, "train"))
         train_s = time.perf_counter() - t0
         acc = evaluate_policy(env, str(tmp), seed=seed, count=eval_problems, progress=Staged(progress, "eval"))

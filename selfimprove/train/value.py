@@ -213,8 +213,9 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
 
 def train_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike,
                 config: ValueTrainConfig | Mapping[str, Any] | None = None, *, init_from: str | os.PathLike,
-                seed: int = 0, progress: Progress = SILENT) -> dict[str, Any]:
-    """`fit_value` into a temp directory swapped in for `out_dir` whole (nothing half-written)."""
+                seed: int = 0, progress: Progress = SILENT, overwrite: bool = False) -> dict[str, Any]:
+    """`fit_value` into a temp directory swapped in for `out_dir` whole (nothing half-written); an
+    existing `out_dir` is replaced only when selfimprove saved it and `overwrite` is set."""
     cfg = ValueTrainConfig.parse(config, "value training config")
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, kind="value model", replace="ours" if overwrite else "never") as tmp:
         return fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=progress)
