@@ -1,4 +1,4 @@
-"""Look inside search trees: a rich rendering that fits 80 columns, and json/graphml/dot exports.
+"""Look inside search trees: a rich rendering that fits 80 columns, and json/graphml/dot/html exports.
 
 `render_tree` draws one tree: each line is an elided step with its statistics right-aligned
 (N visits, Q mean value, V value-model estimate, P prior, ✓/✗ verifier verdict of terminals, ✗ also on
@@ -22,9 +22,11 @@ from rich.console import Console, Group
 from rich.text import Text
 from rich.tree import Tree as RichTree
 
+from envs.base import Environment
 from envs.errors import UserError
 from envs.io import atomic_write_text
 from search.tree import Node, Tree
+from selfimprove.tree_info import PairRef, answer_ids, marks_of, pair_overlay, verdict_mark
 
 WIDTH = 80
 GUIDE = 4  # columns rich.tree uses per level of indentation
@@ -45,9 +47,8 @@ def _num(x: float | None, fmt: str, width: int) -> str:
 
 def node_stats(node: Node, mark: str = "") -> str:
     """The fixed-width statistics column of one node."""
-    verdict = ("✓" if node.correct else "✗") if node.terminal else ("✗" if node.check is False else " ")
     return (f"N={node.visits:<4d} Q={_num(node.q if node.visits else None, '+.2f', 5)} "
-            f"V={_num(node.value, '+.2f', 5)} P={node.prior:4.2f} {verdict} {mark or ' '}")
+            f"V={_num(node.value, '+.2f', 5)} P={node.prior:4.2f} {verdict_mark(node)} {mark or ' '}")
 
 
 def pair_marks(records: Iterable[dict[str, Any]], tree_id: str) -> dict[int, str]:
@@ -56,25 +57,7 @@ def pair_marks(records: Iterable[dict[str, Any]], tree_id: str) -> dict[int, str
     Pairs name `chosen_node` / `rejected_node`; ranked lists name `node_ids` best first (the first
     counts as chosen, the last as rejected). Provenance fields may also sit under a `provenance` key.
     """
-    marks: dict[int, str] = {}
-
-    def put(node_id: Any, mark: str) -> None:
-        if node_id is None or int(node_id) < 0:
-            return
-        old = marks.get(int(node_id))
-        marks[int(node_id)] = mark if old in (None, mark) else "±"
-
-    for rec in records:
-        rec = {**(rec.get("provenance") or {}), **rec}
-        if str(rec.get("tree_id")) != str(tree_id):
-            continue
-        if "chosen_node" in rec or "rejected_node" in rec:
-            put(rec.get("chosen_node"), "+")
-            put(rec.get("rejected_node"), "-")
-        elif rec.get("node_ids"):
-            put(rec["node_ids"][0], "+")
-            put(rec["node_ids"][-1], "-")
-    return marks
+    return marks_of(pair_overlay(records, tree_id))
 
 
 def render_tree(tree: Tree, *, depth: int | None = None, min_visits: int | None = None,
@@ -86,7 +69,7 @@ def render_tree(tree: Tree, *, depth: int | None = None, min_visits: int | None 
     marks = marks or {}
     if min_visits is None:
         min_visits = 1 if tree.root.visits > 0 else 0
-    best = {n.id for n in tree.answer_path()}
+    best = answer_ids(tree)
     stats = tree.subtree_stats(0)
     chosen = tree.node(tree.answer_node) if tree.answer_node is not None else None
     verdict = "" if chosen is None or not chosen.terminal else (" ✓" if chosen.correct else " ✗")
@@ -158,7 +141,7 @@ def _dot_quote(s: str) -> str:
 
 def to_dot(tree: Tree) -> str:
     """Graphviz DOT text: one box per node (step, N, Q, verdict); the answer path drawn bold."""
-    best = {n.id for n in tree.answer_path()}
+    best = answer_ids(tree)
     lines = [f"digraph {_dot_quote('tree ' + tree.id)} {{", "  node [shape=box, fontname=monospace];"]
     for node in tree:
         step = "(root)" if node.parent is None else elide(node.step, 40)
@@ -171,16 +154,24 @@ def to_dot(tree: Tree) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_tree(tree: Tree, fmt: str, out: str | os.PathLike | None = None) -> str:
-    """The tree as json | graphml | dot text; written atomically to `out` when given."""
-    if fmt == "json":
+def export_tree(tree: Tree, fmt: str, out: str | os.PathLike | None = None, *,
+                overlay: dict[int, list[PairRef]] | None = None, env: Environment | None = None) -> str:
+    """The tree as json | graphml | dot | html text; written atomically to `out` when given.
+
+    html only: `overlay` marks the nodes preference records compare, `env` judges steps the search did
+    not check."""
+    if fmt == "html":
+        from selfimprove.tree_html import to_html
+
+        text = to_html(tree, overlay, env)
+    elif fmt == "json":
         text = json.dumps(tree.to_json(), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "graphml":
         text = "\n".join(nx.generate_graphml(tree.to_networkx(missing=""))) + "\n"  # GraphML has no null
     elif fmt == "dot":
         text = to_dot(tree)
     else:
-        raise UserError(f"--format: unknown format '{fmt}' (json, graphml, dot)")
+        raise UserError(f"--format: unknown format '{fmt}' (json, graphml, dot, html)")
     if out is not None:
         atomic_write_text(Path(out), text)
     return text
