@@ -145,7 +145,6 @@ class FindScreen(ModalScreen[int | None]):
     DEFAULT_CSS = """
     FindScreen { align: center middle; }
     FindScreen > Vertical { width: 76; height: 20; border: round $accent; background: $surface; }
-    FindScreen Input { margin: 0; border: none; height: 1; padding: 0 1; }
     FindScreen #find-help { color: $text-muted; height: 1; }
     """
 
@@ -158,13 +157,15 @@ class FindScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Input(value=self.query_text, placeholder="problem id or text; is:wrong is:correct "
-                        "is:unanswered is:inverted", id="find-input")
+                        "is:unanswered is:inverted", id="find-input", compact=True)
             yield Static(f"{self.it.name}: enter opens, escape cancels", id="find-help")
             yield OptionList(id="find-list")
 
     def on_mount(self) -> None:
         self.refill(self.query_text)
-        self.query_one(Input).focus()
+        inp = self.query_one(Input)
+        inp.focus()
+        self.call_after_refresh(inp.action_select_all)  # typing replaces the last query
 
     def refill(self, query: str) -> None:
         ol = self.query_one(OptionList)
@@ -194,6 +195,9 @@ class FindScreen(ModalScreen[int | None]):
         self.refill(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.value != self.query_text or not self.shown:  # typed faster than the list refilled
+            self.query_text = event.value
+            self.refill(event.value)
         ol = self.query_one(OptionList)
         if ol.highlighted is not None and self.shown:
             self.dismiss(self.shown[ol.highlighted])

@@ -129,8 +129,8 @@ def to_html(tree: Tree, overlay: dict[int, list[PairRef]] | None = None, env: En
         ("nodes", f'{summary["nodes"]}, terminals {summary["terminals"]}, correct {summary["correct"]}, '
                   f'depth {summary["max_depth"]}, tokens {summary["tokens"]}'),
         ("root entropy", "-" if ent is None else f"{ent:.2f} bits"),
-        ("search", f"<details><summary>{escape(str(tree.config.get('algo', '?')))}</summary>"
-                   f"{escape(', '.join(f'{k}={v}' for k, v in tree.config.items()))}</details>"),
+        ("search", "-" if not tree.config else f"<details><summary>{escape(str(tree.config.get('algo', '?')))}"
+                   f"</summary>{escape(', '.join(f'{k}={v}' for k, v in tree.config.items()))}</details>"),
         ("checkpoint", escape(str(tree.checkpoint))),
         ("pairs", f"{sum(r.role == 'chosen' for refs in overlay.values() for r in refs)} records overlaid "
                   "(+ chosen, − rejected, ± both)" if overlay else "none given"),
