@@ -323,15 +323,17 @@ class TreeBrowser(App[None]):
                        f"root entropy {'-' if ent is None else f'{ent:.2f} bits'}\n\n", style="dim")
         else:
             out.append(node.step + "\n\n", style="bold")
+        refs = it.overlay(tree).get(node.id, [])
+        for ref in refs:  # the pairs first: they are what a 24-line terminal must not hide
+            style = "bold red" if ref.label == "inverted" else "green" if ref.role == "chosen" else "red"
+            out.append(f"{ref.mark} " + describe_pair(tree, ref, width=24) + "\n", style=style)
+        if refs:
+            out.append("\n")
         for k, v in node_fields(tree, node, env):
+            if k == "checkpoint" and len(v) > 22:  # the directory's name is what tells checkpoints apart
+                v = "…/" + v.rstrip("/").rsplit("/", 1)[-1]
             out.append(f"{k:<11}", style="dim")
             out.append(f"{v}\n")
-        refs = it.overlay(tree).get(node.id, [])
-        if refs:
-            out.append("\npairs\n", style="bold")
-            for ref in refs:
-                style = "bold red" if ref.label == "inverted" else ""
-                out.append(describe_pair(tree, ref, width=24) + "\n", style=style)
         self.query_one("#detail-text", Static).update(out)
 
     # --- side by side ---------------------------------------------------------------------------
