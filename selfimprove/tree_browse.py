@@ -15,14 +15,13 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Footer, Static
 from textual.widgets import Tree as TreeWidget
-from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
 from search.tree import Node, Tree
+from selfimprove.tree_find import FindScreen, matches, verdict_mark_of
 from selfimprove.tree_info import (
     PairRef,
     answer_ids,
@@ -33,29 +32,6 @@ from selfimprove.tree_info import (
     step_check,
 )
 from selfimprove.tree_sources import Iteration, Sources, compare
-
-FILTERS = ("is:correct", "is:wrong", "is:unanswered", "is:inverted")
-
-
-def matches(query: str, it: Iteration, tree: Tree) -> bool:
-    """Whether `tree` passes a find query: words match the problem id or prompt (all of them);
-    is:correct / is:wrong / is:unanswered filter by the returned answer, is:inverted by the pairs."""
-    hay = f"{tree.problem.id} {tree.prompt}".lower()
-    for word in query.lower().split():
-        if word in ("is:correct", "is:wrong", "is:unanswered"):
-            if answer_summary(tree)["verdict"] != {"is:correct": "correct", "is:wrong": "wrong",
-                                                   "is:unanswered": "no answer"}[word]:
-                return False
-        elif word == "is:inverted":
-            if not it.inverted(tree):
-                return False
-        elif word not in hay:
-            return False
-    return True
-
-
-def _verdict(summary: dict[str, Any]) -> str:
-    return {"correct": "✓", "wrong": "✗"}.get(summary["verdict"], "–")
 
 
 def node_label(tree: Tree, node: Node, marks: dict[int, str], best: set[int], env) -> Text:
@@ -136,82 +112,6 @@ class SearchTree(TreeWidget[int]):
         for n in path:
             self.by_id[n.id].expand()
         self.move_cursor(self.by_id[path[-1].id])
-
-
-class FindScreen(ModalScreen[int | None]):
-    """Pick a problem of the current iteration: type to filter, arrows + enter to open, escape to cancel."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss_none", "cancel")]
-    DEFAULT_CSS = """
-    FindScreen { align: center middle; }
-    FindScreen > Vertical { width: 76; height: 20; border: round $accent; background: $surface; }
-    FindScreen #find-help { color: $text-muted; height: 1; }
-    """
-
-    def __init__(self, it: Iteration, query: str = ""):
-        super().__init__()
-        self.it = it
-        self.query_text = query
-        self.shown: list[int] = []
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Input(value=self.query_text, placeholder="problem id or text; is:wrong is:correct "
-                        "is:unanswered is:inverted", id="find-input", compact=True)
-            yield Static(f"{self.it.name}: enter opens, escape cancels", id="find-help")
-            yield OptionList(id="find-list")
-
-    def on_mount(self) -> None:
-        self.refill(self.query_text)
-        inp = self.query_one(Input)
-        inp.focus()
-        self.call_after_refresh(inp.action_select_all)  # typing replaces the last query
-
-    def refill(self, query: str) -> None:
-        ol = self.query_one(OptionList)
-        ol.clear_options()
-        self.shown = [i for i, t in enumerate(self.it.trees) if matches(query, self.it, t)]
-        opts = []
-        for i in self.shown[:500]:
-            t = self.it.trees[i]
-            s = answer_summary(t)
-            inv = self.it.inverted(t)
-            label = Text(no_wrap=True, overflow="ellipsis")
-            label.append(f"{_verdict(s)} ", style="green" if s["verdict"] == "correct" else "red")
-            label.append(f"{t.problem.id}  ")
-            label.append(t.prompt.strip().replace("\n", " ⏎ "), style="dim")
-            if inv:
-                label.append(f"  {inv} inverted", style="bold red")
-            opts.append(Option(label, id=str(i)))
-        ol.add_options(opts)
-        help_line = self.query_one("#find-help", Static)
-        help_line.update(f"{self.it.name}: {len(self.shown)} of {len(self.it.trees)} problems · "
-                         "↓ to the list, enter opens, escape cancels")
-        if opts:
-            ol.highlighted = 0
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.query_text = event.value
-        self.refill(event.value)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.value != self.query_text or not self.shown:  # typed faster than the list refilled
-            self.query_text = event.value
-            self.refill(event.value)
-        ol = self.query_one(OptionList)
-        if ol.highlighted is not None and self.shown:
-            self.dismiss(self.shown[ol.highlighted])
-
-    def on_key(self, event) -> None:
-        if event.key == "down" and self.query_one(Input).has_focus:
-            self.query_one(OptionList).focus()
-            event.stop()
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(int(event.option.id or 0))
-
-    def action_dismiss_none(self) -> None:
-        self.dismiss(None)
 
 
 class TreeBrowser(App[None]):
@@ -296,7 +196,7 @@ class TreeBrowser(App[None]):
         s = answer_summary(tree)
         inv = it.inverted(tree)
         title = Text(f" {it.name} · {self.tree_index + 1}/{len(it.trees)} · {tree.problem.id} · answer "
-                     f"{s['answer']} {_verdict(s)} (ref {s['reference']})", no_wrap=True, overflow="ellipsis")
+                     f"{s['answer']} {verdict_mark_of(s)} (ref {s['reference']})", no_wrap=True, overflow="ellipsis")
         if inv:
             title.append(f" · {inv} inverted", style="bold red")
         title.append(f" · {tree.prompt.strip()}", style="dim")

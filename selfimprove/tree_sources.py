@@ -85,6 +85,16 @@ def _trees_files(path: Path) -> list[tuple[str, Path, Path | None]]:
     return [(path.name, path, None)]
 
 
+def _pair_records(path: Path) -> list[Record]:
+    """The pairs / ranked lists of a run's pairs.jsonl; none for an SFT run's (verified solutions)."""
+    from envs.io import iter_jsonl
+
+    first = next(iter(iter_jsonl(path)), None)
+    if first is not None and first[1].get("kind") == "sft":
+        return []
+    return read_records(path)
+
+
 def load_sources(paths: list[Path], pairs: list[Path] | None = None, env: Environment | None = None) -> Sources:
     """Iterations from `paths` (run dirs, iter dirs or trees files), in order; `pairs` are pooled and
     overlaid on every iteration's trees (matched by tree id). Records are audited when `env` has a step
@@ -97,7 +107,7 @@ def load_sources(paths: list[Path], pairs: list[Path] | None = None, env: Enviro
             trees = read_trees(trees_file)
             if not trees:
                 raise UserError(f"{trees_file}: no trees in the file")
-            records = [*(read_records(beside) if beside is not None and not pairs else []), *extra]
+            records = [*(_pair_records(beside) if beside is not None and not pairs else []), *extra]
             label = name if name not in seen else f"{name} ({trees_file})"
             seen.add(label)
             it = Iteration(label, trees_file, trees, records)

@@ -6,6 +6,7 @@ directory, and the real console script in a real terminal (tmux; skipped when tm
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,20 @@ def test_sources_and_audit_labels(tmp_path):
     assert it1.find(t7) is it1.trees[0] and it1.find(it0.trees[0]) is None
     assert matches("is:inverted", it0, t7) and not matches("is:inverted", it0, it0.trees[0])
     assert matches("is:wrong 9-4", it0, it0.trees[0]) and not matches("is:correct", it0, it0.trees[0])
+
+
+def test_sft_run_and_plain_files(tmp_path):
+    """An SFT run's pairs.jsonl holds verified solutions, not pairs: nothing to overlay, no error. A plain
+    trees file with --pairs but no environment overlays the pairs without audit labels."""
+    run = make_run(tmp_path / "run")
+    (run / "iter-001" / "pairs.jsonl").write_text(json.dumps(
+        {"kind": "sft", "prompt": "Q: 3+4*2-5\n", "completion": "4*2=8\n", "tree_id": "t7-next"}) + "\n")
+    src = load_sources([run])
+    assert src.iterations[1].records == [] and len(src.iterations[0].records) == 2
+    plain = load_sources([run / "iter-000" / "trees.jsonl", run / "iter-001" / "trees.jsonl"],
+                         pairs=[run / "iter-000" / "pairs.jsonl"])
+    assert [it.name for it in plain.iterations] == ["iter-000", "iter-001"]
+    assert plain.iterations[0].labels is None and plain.iterations[0].overlay(plain.iterations[0].trees[1])
 
 
 def test_navigate_expand_collapse(tmp_path):
