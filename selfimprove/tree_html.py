@@ -86,9 +86,10 @@ def _pairs_html(tree: Tree, refs: list[PairRef]) -> str:
 
 def to_html(tree: Tree, overlay: dict[int, list[PairRef]] | None = None, env: Environment | None = None,
             *, open_all: bool | None = None) -> str:
-    """The page for `tree`. Nodes on the answer path start open (every node when the tree has at most
-    60 nodes, unless `open_all` says otherwise)."""
-    overlay = overlay or {}
+    """The page for `tree`; `overlay` None = no pairs were given. Nodes on the answer path start open
+    (every node when the tree has at most 60 nodes, unless `open_all` says otherwise)."""
+    given, overlay = overlay, overlay or {}
+    n_records = sum(r.role == "chosen" for refs in overlay.values() for r in refs)
     marks = marks_of(overlay)
     best = answer_ids(tree)
     summary = answer_summary(tree)
@@ -132,8 +133,8 @@ def to_html(tree: Tree, overlay: dict[int, list[PairRef]] | None = None, env: En
         ("search", "-" if not tree.config else f"<details><summary>{escape(str(tree.config.get('algo', '?')))}"
                    f"</summary>{escape(', '.join(f'{k}={v}' for k, v in tree.config.items()))}</details>"),
         ("checkpoint", escape(str(tree.checkpoint))),
-        ("pairs", f"{sum(r.role == 'chosen' for refs in overlay.values() for r in refs)} records overlaid "
-                  "(+ chosen, − rejected, ± both)" if overlay else "none given"),
+        ("pairs", f"{n_records} records overlaid (+ chosen, - rejected, ± both)" if n_records
+         else "none given" if given is None else "no record compares this tree's nodes"),
     ]
     meta_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in meta)
     title = escape(f"tree {tree.id} · {tree.problem.id}")

@@ -78,7 +78,7 @@ def tree_export(
         environment = _env(env, knobs, file)
         src = load_sources([file], pairs, environment).iterations[0]
         tree = select_tree(src.trees, str(file), index=index, problem=problem)
-        overlay = src.overlay(tree)
+        overlay = src.overlay(tree) if src.records else None
     else:
         from search.tree import read_trees
 
