@@ -142,7 +142,11 @@ class TreeBrowser(App[None]):
         Binding("a", "answer_path", "answer"),
         Binding("e", "expand_all", "all", show=False),
         Binding("c", "collapse_all", "none", show=False),
+        Binding("question_mark", "keys", "keys"),
     ]
+    KEYS = ("↑/↓ move · enter/space/click toggle · →/← expand/collapse (← again: parent) · a answer path · "
+            "e expand all · c collapse all · / find (is:wrong is:correct is:unanswered is:inverted) · n/p next/"
+            "prev match · i next iteration · s side by side · o other iteration · tab switch pane · q quit")
 
     def __init__(self, sources: Sources, problem: str | None = None):
         super().__init__()
@@ -327,6 +331,9 @@ class TreeBrowser(App[None]):
         if self.has_class("compare") and len(others) > 1 and self.other_index in others:
             self.other_index = others[(others.index(self.other_index) + 1) % len(others)]
             self.load_other()
+
+    def action_keys(self) -> None:
+        self.notify(self.KEYS, title="keys", timeout=12)
 
     def _focused_tree(self) -> SearchTree:
         w = self.focused

@@ -215,6 +215,8 @@ def test_q_quits(tmp_path):
     app = TreeBrowser(sources(tmp_path))
 
     async def steps(pilot) -> None:
+        await pilot.press("question_mark")  # every key, in a notification
+        assert any("side by side" in str(n.message) for n in app._notifications)
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
