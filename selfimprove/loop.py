@@ -174,7 +174,12 @@ class Loop:
         records, stats = extract(trees, pairs.strategy, pairs.config, iteration=i,
                                  seed=stage_seed(self.cfg.seed, i, "pairs"), env=self.env)
         write_records(self.run.pairs(i), records)
-        return dict(stats)
+        stats = dict(stats)
+        from selfimprove.pairs.audit import audit_summary, has_step_check
+
+        if has_step_check(self.env):  # label precision against the env's own step check (`pairs audit`)
+            stats["audit"] = audit_summary(records, trees, self.env)
+        return stats
 
     def _value(self, i: int, policy_dir: Path) -> dict[str, Any]:
         from search.tree import read_trees

@@ -31,6 +31,9 @@ def row_from_metrics(m: dict[str, Any]) -> dict[str, Any]:
         "search_acc": ev.get("search_acc"),
         "train_search_acc": m.get("search", {}).get("accuracy"),
         "pairs": pairs.get("count"),
+        # shares of the pairs the env's step check judged right-vs-wrong / inverted (envs with one)
+        "pairs_right": ((pairs.get("audit") or {}).get("shares") or {}).get("right-vs-wrong"),
+        "pairs_inverted": ((pairs.get("audit") or {}).get("shares") or {}).get("inverted"),
         "mean_margin": pairs.get("mean_margin"),
         "value_auroc": value.get("auroc"),
         "train_loss": train.get("final_loss", train.get("loss") if isinstance(train.get("loss"), float) else None),
@@ -98,12 +101,13 @@ def _pct(x: float | None) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """The end-of-run table: accuracies (%), pairs, solutions flagged as tampering with the verifier,
+    """The end-of-run table: accuracies (%), pairs and their label precision, solutions flagged as tampering with the verifier,
     value AUROC, diversity, tokens and wall time.
 
     Columns with no value in any row (search accuracy when not evaluated, AUROC without a value model,
-    tampering when none was flagged) are left out so the table fits 80 columns; a flagged count is
-    explained in the caption, since it means the policy drifts toward the verifier instead of the task.
+    tampering when none was flagged, pair labels when the env has no step check) are left out so the
+    table fits 80 columns; a flagged count is explained in the caption, since it means the policy drifts
+    toward the verifier instead of the task.
     """
     k = summary.get("k")
     rows = summary["rows"]
@@ -114,6 +118,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         (f"pass@{k}", lambda r: _pct(r["pass_acc"])),
         ("search", lambda r: _pct(r["search_acc"])),
         ("pairs", lambda r: "-" if r.get("pairs") is None else str(r["pairs"])),
+        ("labels", lambda r: "-" if r.get("pairs_right") is None
+         else f"{100 * r['pairs_right']:.0f}/{100 * (r.get('pairs_inverted') or 0):.1f}"),
         ("hack", lambda r: "-" if r.get("tampering") is None else str(r["tampering"])),
         ("AUROC", lambda r: "-" if r.get("value_auroc") is None else f"{r['value_auroc']:.2f}"),
         ("1st", lambda r: "-" if r.get("distinct_first_steps") is None else f"{r['distinct_first_steps']:.1f}"),
@@ -122,7 +128,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("time", lambda r: f"{sum((r.get('wall_s') or {}).values()):.0f}s"),
     ]
     cols = [(name, fn) for name, fn in cols
-            if name not in ("search", "AUROC", "hack") or any(fn(r) not in ("-", "0") for r in rows)]
+            if name not in ("search", "AUROC", "hack", "labels") or any(fn(r) not in ("-", "0") for r in rows)]
     table = Table(title=f"{summary['run']}: held-out accuracy (%) per iteration", title_justify="left")
     for name, _ in cols:
         table.add_column(name, justify="right")
@@ -132,6 +138,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if imp and imp.get("greedy_acc") is not None:
         table.caption = (f"greedy {100 * imp['greedy_acc']:+.1f} points over the base policy; "
                          "1st = distinct first steps, ans = distinct answers (per problem, of k samples)")
+    if any(name == "labels" for name, _ in cols):
+        table.caption = ((table.caption + "; ") if table.caption else "") + (
+            "labels = % of pairs right-vs-wrong / inverted by the env's step check (`pairs audit`)")
     if any(name == "hack" for name, _ in cols):
         table.caption = ((table.caption + "; ") if table.caption else "") + (
             "hack = searched solutions the verifier flagged as tampering with it (non-builtin return values, "

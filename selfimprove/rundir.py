@@ -194,3 +194,23 @@ def _holder(lock_file: Path) -> str:
         return f"pid {d['pid']} on host {d['host']}, started {d['started']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "its pid is not recorded yet"
+
+
+def run_root_of(path: str | os.PathLike) -> Path | None:
+    """The run directory holding `path` (the run dir itself, an iter-NNN dir or a file in one), or None."""
+    p = Path(path).resolve()
+    for cand in (p, p.parent, p.parent.parent):
+        if (cand / "config.yaml").is_file() and any(cand.glob("iter-*")):
+            return cand
+    return None
+
+
+def run_env(path: str | os.PathLike) -> tuple[str, dict[str, Any]] | None:
+    """(env name, knobs) from the config.yaml of the run holding `path`, or None outside a run."""
+    root = run_root_of(path)
+    if root is None:
+        return None
+    from selfimprove.config import load_config
+
+    cfg = load_config(root / "config.yaml")
+    return cfg.env.name, dict(cfg.env.knobs)

@@ -1,4 +1,4 @@
-"""Look inside search trees: a rich rendering that fits 80 columns, and json/graphml/dot exports.
+"""Look inside search trees: a rich rendering that fits 80 columns, and json/graphml/dot/html exports.
 
 `render_tree` draws one tree: each line is an elided step with its statistics right-aligned
 (N visits, Q mean value, V value-model estimate, P prior, ✓/✗ verifier verdict of terminals, ✗ also on
@@ -11,7 +11,6 @@ nodes below `depth` into a "… 12 nodes deeper" line, so a large tree stays rea
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -23,10 +22,12 @@ from rich.console import Console, Group
 from rich.text import Text
 from rich.tree import Tree as RichTree
 
+from envs.base import Environment
 from envs.errors import UserError
 from envs.io import atomic_write_text, iter_jsonl
 from envs.types import SCHEMA_VERSION
 from search.tree import Node, Tree
+from selfimprove.tree_info import PairRef, answer_ids, marks_of, pair_overlay, verdict_mark
 
 WIDTH = 80
 GUIDE = 4  # columns rich.tree uses per level of indentation
@@ -47,9 +48,8 @@ def _num(x: float | None, fmt: str, width: int) -> str:
 
 def node_stats(node: Node, mark: str = "") -> str:
     """The fixed-width statistics column of one node."""
-    verdict = ("✓" if node.correct else "✗") if node.terminal else ("✗" if node.check is False else " ")
     return (f"N={node.visits:<4d} Q={_num(node.q if node.visits else None, '+.2f', 5)} "
-            f"V={_num(node.value, '+.2f', 5)} P={node.prior:4.2f} {verdict} {mark or ' '}")
+            f"V={_num(node.value, '+.2f', 5)} P={node.prior:4.2f} {verdict_mark(node)} {mark or ' '}")
 
 
 def pair_marks(records: Iterable[dict[str, Any]], tree_id: str, sources: Iterable[str] | None = None) -> dict[int, str]:
@@ -60,35 +60,7 @@ def pair_marks(records: Iterable[dict[str, Any]], tree_id: str, sources: Iterabl
     A node id that is not an integer is a UserError naming the record's source ("file:line" from
     `sources`, else "pairs record K").
     """
-    marks: dict[int, str] = {}
-
-    def put(node_id: Any, mark: str, src: str, key: str) -> None:
-        if node_id is None:
-            return
-        if not isinstance(node_id, int) or isinstance(node_id, bool):
-            raise UserError(f"{src}: field '{key}': expected a node id (an integer), got {json.dumps(node_id)[:40]}")
-        if node_id < 0:
-            return
-        old = marks.get(node_id)
-        marks[node_id] = mark if old in (None, mark) else "±"
-
-    names = iter(sources) if sources is not None else (f"pairs record {k}" for k in itertools.count(1))
-    for rec, src in zip(records, names, strict=False):
-        prov = rec.get("provenance") or {}
-        if not isinstance(prov, dict):
-            raise UserError(f"{src}: field 'provenance': expected an object")
-        rec = {**prov, **rec}
-        if str(rec.get("tree_id")) != str(tree_id):
-            continue
-        if "chosen_node" in rec or "rejected_node" in rec:
-            put(rec.get("chosen_node"), "+", src, "chosen_node")
-            put(rec.get("rejected_node"), "-", src, "rejected_node")
-        elif ids := rec.get("node_ids"):
-            if not isinstance(ids, list):
-                raise UserError(f"{src}: field 'node_ids': expected a list of node ids")
-            put(ids[0], "+", src, "node_ids")
-            put(ids[-1], "-", src, "node_ids")
-    return marks
+    return marks_of(pair_overlay(list(records), tree_id, sources=None if sources is None else list(sources)))
 
 
 def pair_marks_file(path: str | os.PathLike, tree_id: str) -> dict[int, str]:
@@ -106,7 +78,7 @@ def render_tree(tree: Tree, *, depth: int | None = None, min_visits: int | None 
     marks = marks or {}
     if min_visits is None:
         min_visits = 1 if tree.root.visits > 0 else 0
-    best = {n.id for n in tree.answer_path()}
+    best = answer_ids(tree)
     stats = tree.subtree_stats(0)
     chosen = tree.node(tree.answer_node) if tree.answer_node is not None else None
     verdict = "" if chosen is None or not chosen.terminal else (" ✓" if chosen.correct else " ✗")
@@ -178,7 +150,7 @@ def _dot_quote(s: str) -> str:
 
 def to_dot(tree: Tree) -> str:
     """Graphviz DOT text: one box per node (step, N, Q, verdict); the answer path drawn bold."""
-    best = {n.id for n in tree.answer_path()}
+    best = answer_ids(tree)
     lines = [f"digraph {_dot_quote('tree ' + tree.id)} {{", f"  // {SCHEMA_VERSION} tree export",
              "  node [shape=box, fontname=monospace];"]
     for node in tree:
@@ -192,9 +164,17 @@ def to_dot(tree: Tree) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_tree(tree: Tree, fmt: str, out: str | os.PathLike | None = None) -> str:
-    """The tree as json | graphml | dot text; written atomically to `out` when given."""
-    if fmt == "json":
+def export_tree(tree: Tree, fmt: str, out: str | os.PathLike | None = None, *,
+                overlay: dict[int, list[PairRef]] | None = None, env: Environment | None = None) -> str:
+    """The tree as json | graphml | dot | html text; written atomically to `out` when given.
+
+    html only: `overlay` marks the nodes preference records compare, `env` judges steps the search did
+    not check."""
+    if fmt == "html":
+        from selfimprove.tree_html import to_html
+
+        text = to_html(tree, overlay, env)
+    elif fmt == "json":
         text = json.dumps(tree.to_json(), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "graphml":
         g = tree.to_networkx(missing="")  # GraphML has no null
@@ -203,7 +183,7 @@ def export_tree(tree: Tree, fmt: str, out: str | os.PathLike | None = None) -> s
     elif fmt == "dot":
         text = to_dot(tree)
     else:
-        raise UserError(f"--format: unknown format '{fmt}' (json, graphml, dot)")
+        raise UserError(f"--format: unknown format '{fmt}' (json, graphml, dot, html)")
     if out is not None:
         atomic_write_text(Path(out), text)
     return text

@@ -106,6 +106,10 @@ def test_loop_smoke(tmp_path, warm_policy_dir):
     assert m0["search"]["trees"] == 3 and m0["pairs"]["count"] > 0 and m0["train"]["steps"] >= 1
     assert 0.0 <= m0["eval"]["maj_acc"] <= m0["eval"]["pass_acc"] <= 1.0
     assert set(m0["wall_s"]) == {"search", "pairs", "value", "train", "eval"}
+    # arithmetic has a step check: the pairs' labels are audited against it, and the table shows them
+    audit = m0["pairs"]["audit"]
+    assert audit["pairs"] == m0["pairs"]["count"] and sum(audit["counts"].values()) == audit["pairs"]
+    assert summary["rows"][1]["pairs_right"] == audit["shares"]["right-vs-wrong"]
     assert yaml.safe_load((run / "config.yaml").read_text())["search"]["problems"] == 3
     # the next iteration searched with the policy trained in this one
     assert read_trees(run / "iter-001" / "trees.jsonl")[0].checkpoint == str((run / "iter-000" / "policy").resolve())
