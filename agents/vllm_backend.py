@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from agents import probe
 from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
 from agents.loading import load_tokenizer, resolve_model_path
 from agents.sampling import row_seed
@@ -89,7 +90,8 @@ class VLLMPolicy(Policy):
         """Point the engine at a new checkpoint directory (waking it first if it sleeps). On GPU with an
         unchanged tokenizer the weights are reloaded in place (`reload_weights` on the workers, prefix
         cache reset) and checked: a probe's logprob must change (in-place reloads have been reported to
-        leave stale weights). Otherwise, or if either fails, the engine restarts (20-30 s on CPU)."""
+        leave stale weights) and, when the trainer wrote one (agents.probe), agree with the trained model's
+        own. Otherwise, or if either fails, the engine restarts (20-30 s on CPU)."""
         src = resolve_model_path(checkpoint, what="policy")
         if self.llm is None:
             self._start(checkpoint)
@@ -102,7 +104,9 @@ class VLLMPolicy(Policy):
                 before = self._probe()
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": src.directory})
                 self.llm.reset_prefix_cache()
-                if self._probe() != before or src.checkpoint == self.checkpoint:
+                after, expected = self._probe(), probe.read(src.directory)
+                fresh = after != before or src.checkpoint == self.checkpoint
+                if fresh and (expected is None or probe.agrees(expected, after)):
                     self.checkpoint = src.checkpoint
                     self.reloads_in_place += 1
                     return
@@ -112,8 +116,8 @@ class VLLMPolicy(Policy):
         self._start(checkpoint)
 
     def _probe(self) -> float:
-        """The engine's logprob of a fixed short text (before/after a weight reload)."""
-        return self.score(["The answer is"], [" 42\n"])[0]
+        """The engine's logprob of the weights probe (agents.probe)."""
+        return self.score([probe.PREFIX], [probe.CONTINUATION])[0]
 
     def sleep(self) -> None:
         """Free the engine's accelerator memory while training runs: vLLM sleep mode where it is on

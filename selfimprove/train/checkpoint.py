@@ -80,11 +80,15 @@ def merged_for_saving(model, policy_dir: str | os.PathLike, *, qlora: bool):
 
 
 def save_trained(model, tokenizer, out_dir: str | os.PathLike, metrics: dict[str, Any]) -> None:
-    """Write model + tokenizer + training_metrics.json into `out_dir` (created when missing)."""
+    """Write model + tokenizer + training_metrics.json into `out_dir` (created when missing), and the
+    weights probe an inference engine checks an in-place reload against (agents.probe)."""
+    from agents import probe
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    probe.write(model, tokenizer, out)
     atomic_write_json(out / METRICS_FILE, metrics)
 
 
