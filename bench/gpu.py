@@ -31,11 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QWEN2 = {  # the published Qwen2 configs' shapes (tied embeddings at these sizes)
+QWEN2: dict[str, dict[str, Any]] = {  # the published Qwen2 configs' shapes (tied embeddings at these sizes)
     "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
              "num_key_value_heads": 2, "vocab_size": 151936},
     "1.5b": {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
@@ -60,7 +61,7 @@ def make_model(out: Path, size: str, dtype: str) -> None:
     from agents.tiny import train_tokenizer
 
     corpus = [f"Q: {a}+{b}*{b}={a + b * b}\n" for a in range(1, 30) for b in range(1, 10)]
-    tok = train_tokenizer(corpus, vocab_size=512)
+    tok: Any = train_tokenizer(corpus, vocab_size=512)
     cfg = Qwen2Config(**QWEN2[size], max_position_embeddings=4096, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
@@ -109,18 +110,16 @@ def worker_decode(a) -> dict:
     with Peak(a.device) as peak:
         pol = HFPolicy(a.model, device=a.device, dtype=a.dtype, max_batch=max(256, a.batch), seed=0)
         sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
-        if a.worker == "ours":
-            def run():
-                return pol.propose([PROMPT], n=a.batch, stop=("\n\n\n",), temperature=1.0, max_step_tokens=a.tokens,
-                                   seed=1)
-        else:
-            tok, model = pol.tokenizer, pol.model
-            enc = tok([PROMPT] * a.batch, return_tensors="pt", padding=True).to(a.device)
-            model.generation_config.pad_token_id = tok.pad_token_id
+        tok, model = pol.tokenizer, pol.model
+        enc = tok([PROMPT] * a.batch, return_tensors="pt", padding=True).to(a.device)
+        model.generation_config.pad_token_id = tok.pad_token_id
 
-            def run():
-                return model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                                      max_new_tokens=a.tokens, min_new_tokens=a.tokens)
+        def run() -> Any:
+            if a.worker == "ours":
+                return pol.propose([PROMPT], n=a.batch, stop=("\n\n\n",), temperature=1.0,
+                                   max_step_tokens=a.tokens, seed=1)
+            return model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                                  max_new_tokens=a.tokens, min_new_tokens=a.tokens)
         run()  # warm-up (kernels, allocator)
         sync()
         t0 = time.perf_counter()
@@ -275,17 +274,18 @@ def main() -> None:
                 continue
             tcommon = {"model": model_dir, "device": device, "pairs": pairs, "batch": a.train_batch,
                        "max_length": a.max_length}
-            rows = {"ours": run_worker("compact", **tcommon)}
+            rows: dict[str, Any] = {"ours": run_worker("compact", **tcommon)}
             if has_trl:
                 rows["trl"] = run_worker("trl", **tcommon)
             est = estimates(model_dir, device, a, 1)["train"]
             print(f"\nDPO on {pairs} step pairs, batch {a.train_batch}, fp32 weights"
                   f"{' + bf16 autocast' if device.startswith('cuda') else ''} (estimate {est / GIB:.2f}G)")
             print(f"{'trainer':<8}{'tokens/s':>10}{'train s':>9}{'peak':>9}{'vs TRL':>8}{'est/peak':>10}")
+            trl_row = rows.get("trl")
             for name, r in rows.items():
                 if r is None:
                     continue
-                vs = r["tokens_per_s"] / rows["trl"]["tokens_per_s"] if rows.get("trl") else float("nan")
+                vs = r["tokens_per_s"] / trl_row["tokens_per_s"] if trl_row else float("nan")
                 print(f"{name:<8}{r['tokens_per_s']:>10.0f}{r['train_s']:>9.2f}{r['peak_bytes'] / GIB:>8.2f}G"
                       f"{vs:>7.2f}x{est / max(1, r['peak_bytes']):>9.2f}x", flush=True)
 

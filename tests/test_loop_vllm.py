@@ -76,18 +76,19 @@ def test_in_place_reload_checked_by_probe(warm_dir, tmp_path):
     from agents.vllm_backend import VLLMPolicy
 
     init, warm = warm_dir / "init", warm_dir / "warm"
-    assert probe.read(warm) is not None  # the trainer wrote it
+    expected = probe.read(warm)
+    assert expected is not None  # the trainer wrote it
     lying = tmp_path / "lying"
     shutil.copytree(warm, lying)
     (lying / probe.FILE).write_text(json.dumps({"prefix": probe.PREFIX, "continuation": probe.CONTINUATION,
-                                                "logprob": probe.read(warm) - 50.0}))
+                                                "logprob": expected - 50.0}))
     vp = VLLMPolicy(str(init), seed=0, dtype="float32", max_model_len=256, compilation_config=0, in_place_reload=True)
     try:
         vp.reload(str(lying))
         assert vp.starts == 2 and vp.reloads_in_place == 0
         hf = HFPolicy(str(warm))
         assert vp.score(PROMPTS, ["4*2=8\n"] * 3) == pytest.approx(hf.score(PROMPTS, ["4*2=8\n"] * 3), abs=1e-3)
-        assert probe.agrees(probe.read(warm), vp._probe())
+        assert probe.agrees(expected, vp._probe())
     finally:
         vp.close()
 
