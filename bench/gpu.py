@@ -53,8 +53,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def make_model(out: Path, size: str, dtype: str) -> None:
-    """A random-initialised Qwen2 of `size` with the tiny tokenizer, saved as an HF directory."""
+def make_model(out: Path, size: str, dtype: str, device: str = "cpu") -> None:
+    """A random-initialised Qwen2 of `size` with the tiny tokenizer, saved as an HF directory (initialised
+    on `device`: seconds on a GPU for what takes a minute on a CPU)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -65,7 +66,8 @@ def make_model(out: Path, size: str, dtype: str) -> None:
     cfg = Qwen2Config(**QWEN2[size], max_position_embeddings=4096, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
     model.save_pretrained(out)
     tok.save_pretrained(out)
 
@@ -255,7 +257,7 @@ def main() -> None:
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix=f"bench-gpu-{size}-") as tmp:
             model_dir = Path(tmp) / "model"
-            make_model(model_dir, size, "bfloat16" if dtype == "bfloat16" else "float32")
+            make_model(model_dir, size, "bfloat16" if dtype == "bfloat16" else "float32", device)
             print(f"\nQwen2 {size} (random init): {QWEN2[size]}", flush=True)
             print(f"{'batch':>6}{'ours tok/s':>12}{'generate tok/s':>16}{'ratio':>8}{'ours peak':>11}{'gen peak':>10}"
                   f"{'estimate':>10}{'est/ours':>9}", flush=True)
@@ -278,15 +280,16 @@ def main() -> None:
             if has_trl:
                 rows["trl"] = run_worker("trl", **tcommon)
             est = estimates(model_dir, device, a, 1)["train"]
-            print(f"\nDPO on {pairs} step pairs, batch {a.train_batch}, fp32 weights"
-                  f"{' + bf16 autocast' if device.startswith('cuda') else ''} (estimate {est / GIB:.2f}G)")
-            print(f"{'trainer':<8}{'tokens/s':>10}{'train s':>9}{'peak':>9}{'vs TRL':>8}{'est/peak':>10}")
+            print(f"\nDPO on {pairs} step pairs, batch {a.train_batch}, fp32 weights (estimate {est / GIB:.2f}G)")
+            print(f"{'trainer':<8}{'precision':>11}{'tokens/s':>10}{'train s':>9}{'peak':>9}{'vs TRL':>8}{'est/peak':>10}")
             trl_row = rows.get("trl")
             for name, r in rows.items():
                 if r is None:
                     continue
                 vs = r["tokens_per_s"] / trl_row["tokens_per_s"] if trl_row else float("nan")
-                print(f"{name:<8}{r['tokens_per_s']:>10.0f}{r['train_s']:>9.2f}{r['peak_bytes'] / GIB:>8.2f}G"
+                c = r["config"]
+                prec = "bf16" if c.get("mixed_precision") == "bf16" or c.get("trl", {}).get("bf16") else "fp32"
+                print(f"{name:<8}{prec:>11}{r['tokens_per_s']:>10.0f}{r['train_s']:>9.2f}{r['peak_bytes'] / GIB:>8.2f}G"
                       f"{vs:>7.2f}x{est / max(1, r['peak_bytes']):>9.2f}x", flush=True)
 
 
