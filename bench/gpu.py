@@ -107,8 +107,6 @@ def worker_decode(a) -> dict:
 
     from agents.hf import HFPolicy
 
-    if a.device.startswith("cuda"):
-        torch.cuda.set_device(a.device)
     with Peak(a.device) as peak:
         pol = HFPolicy(a.model, device=a.device, dtype=a.dtype, max_batch=max(256, a.batch), seed=0)
         sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
@@ -168,12 +166,9 @@ def train_config(a) -> dict:
 
 
 def worker_train(a) -> dict:
-    import torch
 
     from selfimprove.train.policy import fit_policy
 
-    if a.device.startswith("cuda"):
-        torch.cuda.set_device(a.device)
     cfg = train_config(a)
     with tempfile.TemporaryDirectory(prefix="bench-gpu-out-") as out, Peak(a.device) as peak:
         m = fit_policy(a.model, step_pairs(a.pairs), out, cfg, seed=0, device=a.device, dtype="float32")
