@@ -96,11 +96,11 @@ class VLLMPolicy(Policy):
         if self.llm is None:
             self._start(checkpoint)
             return
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
         if not src.gguf_file and self._in_place_ok() and _tokenizer_fingerprint(src.directory) == self._tok_fp:
             try:
+                if self.asleep:
+                    self.llm.wake_up()
+                    self.asleep = False
                 before = self._probe()
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": src.directory})
                 self.llm.reset_prefix_cache()
