@@ -10,9 +10,10 @@ def load_policy(path: str, backend: str = "hf", *, device: str = "cpu", seed: in
     """A Policy on the checkpoint at `path` (HF directory, or GGUF file for "hf"): the one way to build a
     backend for search and evaluation (training loads raw models: selfimprove.train.checkpoint).
 
-    backend "hf": agents.hf.HFPolicy(path, device=, seed=, dtype=, max_batch=);
+    backend "hf": agents.hf.HFPolicy(path, device=, seed=, dtype=, max_batch=, attn_implementation=);
     backend "vllm": agents.vllm_backend.VLLMPolicy(path, seed=, gpu_memory_utilization=, ...), on the
-    device its build runs on (`device` is the HF backend's).
+    device its build runs on (`device` and `attn_implementation` are the HF backend's; the run config's
+    policy.vllm section holds the engine's).
     """
     if backend == "hf":
         from agents.hf import HFPolicy
@@ -21,6 +22,7 @@ def load_policy(path: str, backend: str = "hf", *, device: str = "cpu", seed: in
     if backend == "vllm":
         from agents.vllm_backend import VLLMPolicy
 
+        kw.pop("attn_implementation", None)
         return VLLMPolicy(path, seed=seed, **kw)
     raise UserError(f"unknown policy backend '{backend}'; use one of: {', '.join(BACKENDS)}")
 

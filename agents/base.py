@@ -111,6 +111,9 @@ class Policy(ABC):
         """Point this backend at new weights (a directory written by training)."""
         raise NotImplementedError(f"{type(self).__name__} cannot reload weights")
 
+    def sleep(self) -> None:  # noqa: B027  (optional hook: only engines that hold an accelerator need it)
+        """Free accelerator memory while something else (training) runs; `reload()` brings it back."""
+
     def close(self) -> None:  # noqa: B027  (optional hook: most backends hold nothing to release)
         """Release engine resources (processes, GPU memory)."""
 

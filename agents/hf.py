@@ -41,14 +41,20 @@ def _first_stop(text: str, stop: Sequence[str]) -> int:
 class HFPolicy(Policy):
     """A transformers causal LM as a Policy.
 
-    model_dir: an HF model directory or a .gguf file. dtype: float32 | bfloat16 | float16.
+    model_dir: an HF model directory or a .gguf file. device: cpu | cuda | cuda:N | mps | auto;
+    dtype: auto | float32 | bfloat16 | float16; attn_implementation: sdpa | eager | flash_attention_2
+    (checked by agents.devices before the weights load).
     max_batch: most sequences decoded together (larger calls are chunked). seed: seeds the calls
     made without an explicit seed, so a whole run is reproducible.
     """
 
     def __init__(self, model_dir: str, *, device: str = "cpu", dtype: str = "float32", max_batch: int = 128,
-                 seed: int = 0):
-        self.device, self.dtype, self.max_batch = device, dtype, max(1, int(max_batch))
+                 seed: int = 0, attn_implementation: str = "sdpa"):
+        from agents.devices import placement
+
+        where = placement(device, dtype, attn_implementation)
+        self.device, self.dtype, self.attn_implementation = where.device, where.dtype, where.attn_implementation
+        self.max_batch = max(1, int(max_batch))
         self._rng = random.Random(seed)
         self._load(model_dir)
 
@@ -56,7 +62,8 @@ class HFPolicy(Policy):
     def _load(self, path: str) -> None:
         src = resolve_model_path(path, what="policy")
         self.tokenizer = load_tokenizer(src)
-        self.model = load_causal_lm(src, device=self.device, dtype=self.dtype)
+        self.model = load_causal_lm(src, device=self.device, dtype=self.dtype,
+                                    attn_implementation=self.attn_implementation)
         self.checkpoint = src.checkpoint
         self._cache_kw = cache_kwarg(self.model)
         eos = self.model.generation_config.eos_token_id

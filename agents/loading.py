@@ -70,18 +70,28 @@ def load_tokenizer(src: ModelSource):
     return tok
 
 
-def load_causal_lm(src: ModelSource, *, device: str = "cpu", dtype: str = "float32"):
-    """An AutoModelForCausalLM in eval mode on `device`."""
+def load_causal_lm(src: ModelSource, *, device: str = "cpu", dtype: str = "float32",
+                   attn_implementation: str = "sdpa", quantization_config: Any = None):
+    """An AutoModelForCausalLM in eval mode on `device` (already resolved: agents.devices.placement).
+
+    attn_implementation: "sdpa" (the default), "eager" or "flash_attention_2". quantization_config (a
+    bitsandbytes config, QLoRA) loads the weights quantized straight onto the GPU.
+    """
     from transformers import AutoModelForCausalLM
 
+    kw: dict[str, Any] = {"attn_implementation": attn_implementation, **src.kwargs()}
+    if quantization_config is not None:
+        kw.update(quantization_config=quantization_config, device_map={"": device})
     model: Any  # transformers' own annotations of from_pretrained and .to() do not type-check
     try:
-        model = AutoModelForCausalLM.from_pretrained(src.directory, dtype=torch_dtype(dtype), **src.kwargs())
+        model = AutoModelForCausalLM.from_pretrained(src.directory, dtype=torch_dtype(dtype), **kw)
     except TypeError:  # older transformers call it torch_dtype
-        model = AutoModelForCausalLM.from_pretrained(src.directory, torch_dtype=torch_dtype(dtype), **src.kwargs())
-    except (OSError, ValueError) as e:
+        model = AutoModelForCausalLM.from_pretrained(src.directory, torch_dtype=torch_dtype(dtype), **kw)
+    except (OSError, ValueError, ImportError) as e:
         raise UserError(f"cannot load the model '{src.checkpoint}': {str(e).splitlines()[0]}") from None
-    return model.to(device).eval()
+    if quantization_config is None:
+        model = model.to(device)
+    return model.eval()
 
 
 def cache_kwarg(model) -> str:

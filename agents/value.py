@@ -57,20 +57,21 @@ class ValueHeadModel(nn.Module):
 
     # --- construction and persistence -------------------------------------------------------------
     @classmethod
-    def from_policy(cls, policy_dir: str, *, dtype: str = "float32") -> ValueHeadModel:
+    def from_policy(cls, policy_dir: str, *, dtype: str = "float32", attn_implementation: str = "sdpa") -> ValueHeadModel:
         """Trunk initialised from a policy checkpoint (directory or GGUF), head zero-initialised."""
         from transformers import AutoModel
 
         from agents.loading import torch_dtype
 
         src = resolve_model_path(policy_dir, what="policy")
-        trunk = AutoModel.from_pretrained(src.directory, dtype=torch_dtype(dtype), **src.kwargs())
+        trunk = AutoModel.from_pretrained(src.directory, dtype=torch_dtype(dtype),
+                                          attn_implementation=attn_implementation, **src.kwargs())
         model = cls(trunk, load_tokenizer(src))
         model.source_checkpoint = src.checkpoint
         return model
 
     @classmethod
-    def from_pretrained(cls, path: str, *, dtype: str = "float32") -> ValueHeadModel:
+    def from_pretrained(cls, path: str, *, dtype: str = "float32", attn_implementation: str = "sdpa") -> ValueHeadModel:
         """Load a directory written by save_pretrained."""
         from safetensors.torch import load_file
         from transformers import AutoModel
@@ -82,7 +83,7 @@ class ValueHeadModel(nn.Module):
             raise UserError(f"value model directory '{path}' does not exist")
         if not (p / CONFIG_FILE).is_file() or not (p / HEAD_FILE).is_file():
             raise UserError(f"value model directory '{path}' lacks {CONFIG_FILE} or {HEAD_FILE} (not a saved value model)")
-        trunk = AutoModel.from_pretrained(str(p), dtype=torch_dtype(dtype))
+        trunk = AutoModel.from_pretrained(str(p), dtype=torch_dtype(dtype), attn_implementation=attn_implementation)
         model = cls(trunk, load_tokenizer(resolve_model_path(p, what="value model")))
         model.head.load_state_dict({k.removeprefix("head."): v for k, v in load_file(p / HEAD_FILE).items()})
         return model
@@ -108,12 +109,15 @@ class HFValueModel(ValueModel):
     """A ValueHeadModel (a saved directory or a module in memory) as a batched ValueModel."""
 
     def __init__(self, dir_or_module: str | ValueHeadModel, tokenizer=None, device: str = "cpu",
-                 max_batch: int = 64):
+                 max_batch: int = 64, dtype: str = "float32", attn_implementation: str = "sdpa"):
+        """device / dtype / attn_implementation: resolved already (agents.devices.placement); dtype and
+        attn_implementation apply when loading a directory."""
         if isinstance(dir_or_module, ValueHeadModel):
             self.model = dir_or_module
             self.checkpoint = getattr(dir_or_module, "source_checkpoint", None) or ""
         else:
-            self.model = ValueHeadModel.from_pretrained(str(dir_or_module))
+            self.model = ValueHeadModel.from_pretrained(str(dir_or_module), dtype=dtype,
+                                                        attn_implementation=attn_implementation)
             self.checkpoint = str(dir_or_module)
         self.tokenizer = tokenizer or self.model.tokenizer
         if self.tokenizer is None:

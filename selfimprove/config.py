@@ -54,11 +54,90 @@ class TinyBuild(Section):
     cache_dir: str = Field(default=".cache/tiny-policy", description="Built policies live here, one per setting.")
 
 
+# vLLM engine options this section names; anything else EngineArgs has goes under `extra`.
+VLLM_NAMED = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "enable_prefix_caching",
+              "enforce_eager", "seed", "enable_sleep_mode")
+
+
+class VLLMSection(Section):
+    """The vLLM engine's arguments (`vllm.LLM(**...)`), for `policy.backend: vllm`. One engine serves the
+    whole run: kept across baseline, search and eval, slept (CUDA) or shut down (elsewhere) while training
+    runs, given the new weights in place where that works (CUDA) and restarted otherwise."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1, description="Fraction of GPU memory vLLM "
+                                          "takes for weights + KV cache (preallocated).")
+    max_model_len: int | None = Field(default=None, ge=1, description="Context length (default: the model's).")
+    dtype: str = Field(default="auto", description="vLLM's dtype: auto, bfloat16, float16, float32.")
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = Field(default=False, description="No CUDA graphs (faster start, slower decode).")
+    seed: int | None = Field(default=None, description="Engine seed (default: the run's seed).")
+    enable_sleep_mode: bool | None = Field(default=None, description="Sleep the engine while training (default: "
+                                           "where the platform supports it, i.e. CUDA).")
+    sleep_level: Literal[1, 2] = Field(default=1, description="1: offload weights to CPU, drop the KV cache; "
+                                       "2: drop both (new weights are loaded after waking anyway).")
+    reload: Literal["auto", "in_place", "restart"] = Field(
+        default="auto", description="New weights: in place on CUDA (auto), always in place, or restart the engine.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other vllm EngineArgs field, as given.")
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in ("auto", "bfloat16", "float16", "float32", "half", "float", "bf16"):
+            raise ValueError(f"unknown vLLM dtype '{v}' (use auto, bfloat16, float16 or float32)")
+        return v
+
+    @field_validator("extra")
+    @classmethod
+    def _known_engine_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if key in VLLM_NAMED:
+                raise ValueError(f"'{key}' has its own field: set policy.vllm.{key}")
+            if key in ("model", "tokenizer"):
+                raise ValueError(f"'{key}' comes from policy.path")
+        bad = unknown_engine_args(v)
+        if bad:
+            raise ValueError(f"'{bad}' is not a vLLM engine argument (EngineArgs has no such field)")
+        return v
+
+    def engine_kwargs(self, run_seed: int) -> dict[str, Any]:
+        """Keyword arguments for agents.vllm_backend.VLLMPolicy (and through it vllm.LLM)."""
+        kw = self.model_dump(exclude={"extra", "seed", "enable_sleep_mode", "sleep_level", "reload",
+                                      "max_model_len"})
+        if self.max_model_len is not None:
+            kw["max_model_len"] = self.max_model_len
+        kw.update(self.extra)
+        kw["sleep_mode"], kw["sleep_level"] = self.enable_sleep_mode, self.sleep_level
+        kw["in_place_reload"] = None if self.reload == "auto" else self.reload == "in_place"
+        kw["seed"] = run_seed if self.seed is None else self.seed
+        return kw
+
+
+def unknown_engine_args(options: dict[str, Any]) -> str | None:
+    """The first key of `options` that vLLM's EngineArgs lacks, when vLLM is importable here (else None)."""
+    if not options:
+        return None
+    try:
+        import dataclasses
+
+        from vllm.engine.arg_utils import EngineArgs  # pyright: ignore[reportMissingImports]
+    except ImportError:
+        return None
+    known = {f.name for f in dataclasses.fields(EngineArgs)}
+    return next((k for k in options if k not in known), None)
+
+
 class PolicySection(Section):
     path: str = Field(default=TINY, description="An HF model directory or GGUF file, or 'tiny' to build the embedded policy.")
     tiny: TinyBuild = Field(default_factory=TinyBuild)
     backend: Literal["hf", "vllm"] = "hf"
-    device: str = "cpu"
+    device: str = Field(default="auto", description="auto (CUDA GPU, else MPS, else CPU), cpu, cuda, cuda:N, mps: "
+                        "where the HF backend, the value model and training run.")
+    dtype: str = Field(default="auto", description="auto, bfloat16, float16, float32. auto: bf16 (fp16 without it) "
+                       "on a GPU, fp32 on CPU; training keeps fp32 master weights unless a dtype is given.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        default="sdpa", description="Attention kernel for search and eval (training's packed block mask needs SDPA).")
+    vllm: VLLMSection = Field(default_factory=VLLMSection)
 
 
 class ValueTraining(ValueTrainConfig):
@@ -261,10 +340,27 @@ def check(cfg: RunConfig, source: str) -> None:
     if cfg.train.loss == "tpo" and cfg.pairs.strategy != "ranked-list":
         raise _field_error(source, "pairs.strategy", "loss 'tpo' trains on ranked lists: use strategy 'ranked-list'")
 
+    check_placement(cfg, source)
     if cfg.policy.path != TINY and not Path(cfg.policy.path).expanduser().exists():
         raise _field_error(source, "policy.path", f"model path '{cfg.policy.path}' does not exist")
     if cfg.value.enabled and cfg.value.init != "policy" and not Path(cfg.value.init).expanduser().exists():
         raise _field_error(source, "value.init", f"value model path '{cfg.value.init}' does not exist")
+
+
+def check_placement(cfg: RunConfig, source: str) -> None:
+    """The device exists, the dtype runs on it, the attention kernel is installed, QLoRA has CUDA, TRL
+    options exist: one sentence naming the field, before any model loads."""
+    from agents.devices import placement
+
+    pol = cfg.policy
+    try:
+        where = placement(pol.device, pol.dtype, pol.attn_implementation, prefix="policy.")
+        placement(pol.device, pol.dtype, "sdpa", training=True, prefix="policy.")
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
+    if cfg.train.qlora and not where.device.startswith("cuda"):
+        raise _field_error(source, "train.qlora", f"QLoRA (bitsandbytes 4-bit) runs on CUDA only, not on "
+                           f"'{where.device}' (policy.device)")
 
 
 def config_diff(a: RunConfig, b: RunConfig) -> str | None:

@@ -63,21 +63,58 @@ class Loop:
         self.overwrite = overwrite
         self.progress = progress or SILENT
         self.env = make_env(cfg.env.name, cfg.env.knobs)
+        self.engine: Any = None  # the run's one vLLM engine (backend vllm), kept across stages
 
     # --- models ---------------------------------------------------------------------------------
-    def _policy(self, path: str | Path, seed: int):
-        """A fresh backend on `path` (HF: cheap to load, and fresh RNG state keeps stages reproducible)."""
-        from agents import load_policy
+    def _placement(self, training: bool = False) -> dict[str, Any]:
+        """policy.device / dtype / attn_implementation, resolved (checked already when the config loaded)."""
+        from agents.devices import placement
 
         pol = self.cfg.policy
-        return load_policy(str(path), backend=pol.backend, device=pol.device, seed=seed)
+        attn = pol.attn_implementation
+        if training and attn == "flash_attention_2" and pol.dtype in ("auto", "float32"):
+            attn = "sdpa"  # fp32 master weights: flash-attn takes 16-bit tensors only
+        where = placement(pol.device, pol.dtype, attn, training=training, prefix="policy.")
+        return {"device": where.device, "dtype": where.dtype, "attn_implementation": where.attn_implementation}
+
+    def _policy(self, path: str | Path, seed: int):
+        """A backend on `path`. HF: a fresh one per stage (cheap to load). vLLM: the run's one engine,
+        started once and pointed at `path` (woken, reloaded in place or restarted as needed); search
+        passes per-prefix seeds, so a kept engine samples what a fresh one would."""
+        from agents import load_policy
+        from agents.loading import resolve_model_path
+
+        pol = self.cfg.policy
+        if pol.backend != "vllm":
+            return load_policy(str(path), backend=pol.backend, seed=seed, **self._placement())
+        if self.engine is None:
+            self.engine = load_policy(str(path), backend="vllm", **pol.vllm.engine_kwargs(self.cfg.seed))
+        elif self.engine.llm is None or getattr(self.engine, "asleep", False) or \
+                resolve_model_path(path).checkpoint != self.engine.checkpoint:
+            self.engine.reload(str(path))
+        return self.engine
+
+    def _done_with(self, policy) -> None:
+        """Release a stage's backend: the kept vLLM engine stays up for the next stage."""
+        if policy is not self.engine:
+            policy.close()
+
+    def _make_room(self) -> None:
+        """Before training: the kept engine sleeps (vLLM sleep mode) or shuts down, freeing the GPU."""
+        if self.engine is not None:
+            self.engine.sleep()
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
     def _value_model(self, path: Path | None):
         if path is None:
             return None
         from agents.value import HFValueModel
 
-        return HFValueModel(str(path), device=self.cfg.policy.device)
+        return HFValueModel(str(path), **self._placement())
 
     # --- setup ----------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -135,7 +172,7 @@ class Loop:
                             search_algo=self.cfg.search.algo if ev.search else None,
                             search_config=self.cfg.search.config, progress=self.progress)
         finally:
-            policy.close()
+            self._done_with(policy)
 
     def _search(self, i: int, policy_dir: Path, value_dir: Path | None) -> dict[str, Any]:
         from search.api import run_search
@@ -150,7 +187,7 @@ class Loop:
                                 config=cfg.search.config, seed=stage_seed(cfg.seed, i, "search"),
                                 max_batch=cfg.search.max_batch, progress=self.progress)
         finally:
-            policy.close()
+            self._done_with(policy)
         n = write_trees(self.run.trees(i), result.trees)
         stats = {k: v for k, v in dict(result.stats or {}).items() if isinstance(v, (int, float, str, bool))}
         return {"trees": n, "nodes": sum(len(t) for t in result.trees),
@@ -189,10 +226,12 @@ class Loop:
         prev = self._latest_value(i)
         init = prev if prev is not None else policy_dir if v.init == "policy" else Path(v.init)
         trees = read_trees(self.run.trees(i))
+        self._make_room()
         try:
             with self.run.atomic_dir(self.run.value(i)) as tmp:
                 metrics = fit_value(trees, tmp, v.training, init_from=str(init),
-                                    seed=stage_seed(self.cfg.seed, i, "value"), progress=self.progress)
+                                    seed=stage_seed(self.cfg.seed, i, "value"), progress=self.progress,
+                                    **self._placement(training=True))
         except UserError as e:  # e.g. no terminal nodes to learn from: keep the previous value model
             return {"skipped": str(e), "auroc": None}
         metrics = _jsonable(metrics)
@@ -214,9 +253,10 @@ class Loop:
             if n_records == 0:  # nothing to learn from: the policy carries over unchanged
                 shutil.copytree(policy_dir, tmp, dirs_exist_ok=True)
                 return {"skipped": "no training records", "loss": None}
+            self._make_room()
             metrics = fit_policy(str(policy_dir), str(self.run.pairs(i)), str(tmp), self.cfg.train,
                                  ref_dir=str(policy_dir), seed=stage_seed(self.cfg.seed, i, "train"),
-                                 progress=self.progress)
+                                 progress=self.progress, **self._placement(training=True))
         metrics = _jsonable(metrics)
         metrics.pop("history", None)
         return metrics
@@ -307,4 +347,8 @@ def _brief(info: dict[str, Any]) -> str:
 def run_loop(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
              progress: Progress | None = None) -> dict[str, Any]:
     """Run, resume (`resume`) or start over (`overwrite`) `cfg` in `run_dir`; returns the summary."""
-    return Loop(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress).run_all()
+    loop = Loop(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    try:
+        return loop.run_all()
+    finally:
+        loop.close()

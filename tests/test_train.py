@@ -184,8 +184,9 @@ def test_bad_data_one_sentence(tiny_policy_dir, tmp_path):
     p = tmp_path / "pairs.jsonl"
     write_records(p, [*arith_pairs(2, 0), PreferencePair(strategy="x", prompt="Q: " + "1+2*3 " * 200,
                                                          chosen="a\n", rejected="b\n")])
-    with pytest.raises(UserError, match=r"pairs.jsonl:3: prompt is \d+ tokens, over max_length 64$"):
-        train_policy(tiny_policy_dir, p, tmp_path / "o", {"max_length": 64})
+    long = [PreferencePair(strategy="x", prompt="Q: " + "1+2*3 " * 200, chosen="a\n", rejected="b\n")]
+    with pytest.raises(UserError, match=r"field 'train.max_length': all 1 records are longer than 16 tokens"):
+        train_policy(tiny_policy_dir, long, tmp_path / "o", {"max_length": 16, "overlong": "skip"})
     with pytest.raises(UserError, match="unknown loss 'kto'"):
         train_policy(tiny_policy_dir, p, tmp_path / "o", {"loss": "kto"})
     with pytest.raises(UserError, match="loss 'cdpo' is not available through TRL"):
@@ -213,3 +214,39 @@ def test_cli_train(tiny_policy_dir, tmp_path, capsys):
     bad.write_text('{"kind": "pair", "strategy": "x", "prompt": "Q", "chosen": ""}\n')
     assert main(["train", "--policy", tiny_policy_dir, "--data", str(bad), "--out", str(tmp_path / "x")]) == 1
     assert "bad.jsonl:1: field 'chosen' is empty" in capsys.readouterr().err.replace("\n", "")
+
+
+@pytest.mark.parametrize("overlong", ["truncate", "skip"])
+def test_overlong_records_counted_not_fatal(tiny_policy_dir, tmp_path, overlong):
+    """A record longer than max_length no longer aborts the stage: its prompt is cut from the left (the
+    completion intact), or it is skipped; the metrics count it."""
+    long = PreferencePair(strategy="x", prompt="Q: " + "1+2*3 " * 200 + "\n", chosen="2*3=6\n", rejected="2*3=7\n")
+    m = train_policy(tiny_policy_dir, [*arith_pairs(3, 0), long], tmp_path / "o",
+                     {"loss": "dpo", "lr": 1e-3, "max_length": 64, "overlong": overlong}, device="cpu")
+    assert m["truncated_records"] == (overlong == "truncate") and m["skipped_records"] == (overlong == "skip")
+    assert m["examples"] == (4 if overlong == "truncate" else 3)
+
+
+def test_fit_length_keeps_completion_and_prompt_end():
+    from selfimprove.train.data import fit_length
+
+    assert fit_length([1, 2, 3], [[4, 5]], 5) is None
+    # 10-token prompt, 3-token completion, limit 8: the prompt keeps BOS and its last 4 tokens.
+    assert fit_length([0, *range(10, 19)], [[7, 8, 9], [7]], 8, keep_first=True) == ([0, 15, 16, 17, 18], [[7, 8, 9], [7]])
+    assert fit_length(list(range(10)), [[7, 8, 9]], 8) == ([5, 6, 7, 8, 9], [[7, 8, 9]])
+    # A completion longer than the limit keeps its start and one prompt token of context.
+    assert fit_length([1, 2], [list(range(20))], 5) == ([2], [[0, 1, 2, 3]])
+
+
+def test_trl_options_pass_through_and_unknown_rejected():
+    from selfimprove.train.config import PolicyTrainConfig
+    from selfimprove.train.dpo_trl import dpo_options
+
+    cfg = PolicyTrainConfig.parse({"backend": "trl", "loss": "dpo", "trl": {"bf16": True, "gradient_checkpointing": True,
+                                                                              "max_grad_norm": 0.5}}, "train")
+    opts = dpo_options(cfg, seed=0, use_cpu=True)
+    assert opts["bf16"] is True and opts["gradient_checkpointing"] is True and opts["max_grad_norm"] == 0.5
+    with pytest.raises(UserError, match="field 'trl': 'bf17' is not a field of trl's DPOConfig"):
+        PolicyTrainConfig.parse({"trl": {"bf17": True}}, "train")
+    with pytest.raises(UserError, match="'output_dir' is set by the trainer itself"):
+        PolicyTrainConfig.parse({"trl": {"output_dir": "x"}}, "train")

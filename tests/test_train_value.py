@@ -109,3 +109,20 @@ def test_cli_train_value(tiny_policy_dir, tmp_path, capsys):
     assert rc == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["heldout_trees"] == 2 and "heldout_auroc" in s and (tmp_path / "v" / "value_config.json").is_file()
+
+
+def test_value_lora_trains_adapter_and_saves_merged(tiny_policy_dir, tmp_path):
+    """value.training.lora: only the adapter and the head train; the saved trunk is a plain HF model with
+    the adapter merged, which loads and scores like any value model."""
+    from agents.value import HFValueModel
+    from selfimprove.train import train_value
+
+    full = train_value(arith_trees(12, 0), tmp_path / "full", {"epochs": 1, "lr": 3e-3}, init_from=tiny_policy_dir,
+                       device="cpu")
+    m = train_value(arith_trees(12, 0), tmp_path / "lora", {"epochs": 3, "lr": 3e-3, "lora": True, "lora_r": 4},
+                    init_from=tiny_policy_dir, device="cpu")
+    assert m["lora"] and 0 < m["trainable_params"] < full["trainable_params"] / 4
+    assert m["heldout_mse"] < m["heldout_mse_before"]
+    assert not any("lora" in p.name for p in (tmp_path / "lora").iterdir())
+    v = HFValueModel(str(tmp_path / "lora")).value(["Q: 1+2*3\n2*3=6\n", "Q: 1+2*3\n2*3=60\n"])
+    assert v[0] != v[1]

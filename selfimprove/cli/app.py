@@ -11,7 +11,7 @@ from rich.table import Table
 
 from selfimprove.overrides import parse_sets
 
-__all__ = ["JSON_OPTION", "KNOB_OPTION", "app", "console", "emit", "err_console", "parse_sets", "quiet_transformers"]
+__all__ = ["ATTN_OPTION", "DEVICE_OPTION", "DTYPE_OPTION", "JSON_OPTION", "KNOB_OPTION", "app", "console", "emit", "err_console", "parse_sets", "placed", "quiet_transformers"]
 
 app = typer.Typer(
     name="selfimprove",
@@ -25,6 +25,18 @@ err_console = Console(stderr=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary as the last line.")
 KNOB_OPTION = typer.Option([], "--knob", help="Set an environment knob, KEY=VALUE (repeatable), e.g. max_ops=3.")
+DEVICE_OPTION = typer.Option("auto", "--device", help="auto (CUDA GPU, else MPS, else CPU) | cpu | cuda | cuda:N | mps.")
+DTYPE_OPTION = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32 (auto: bf16 on a GPU, "
+                            "fp32 on CPU; fp32 master weights when training).")
+ATTN_OPTION = typer.Option("sdpa", "--attn", help="Attention kernel: sdpa | eager | flash_attention_2.")
+
+
+def placed(device: str, dtype: str, attn: str, *, training: bool = False) -> dict[str, Any]:
+    """--device / --dtype / --attn resolved and checked (one sentence naming the option) before any model loads."""
+    from agents.devices import placement
+
+    where = placement(device, dtype, attn, training=training, prefix="--")
+    return {"device": where.device, "dtype": where.dtype, "attn_implementation": where.attn_implementation}
 
 
 def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> None:

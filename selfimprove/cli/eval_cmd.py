@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
+from selfimprove.cli.app import (
+    ATTN_OPTION,
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    KNOB_OPTION,
+    app,
+    emit,
+    parse_sets,
+    placed,
+)
 
 
 @app.command("eval")
@@ -17,7 +27,9 @@ def eval_cmd(
     seed: int = typer.Option(0, "--seed"),
     value: str = typer.Option(None, "--value", help="A value-model directory, used with --search."),
     search: str = typer.Option(None, "--search", help="Also report this search algorithm's accuracy."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    attn: str = ATTN_OPTION,
     knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -31,14 +43,15 @@ def eval_cmd(
     from selfimprove.evaluate import evaluate
 
     quiet_transformers()
+    where = placed(device, dtype, attn)
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     probs = environment.load("test", problems, seed=seed)
-    pol = load_policy(policy, device=device, seed=seed)
+    pol = load_policy(policy, seed=seed, **where)
     vm = None
     if value is not None:
         from agents.value import HFValueModel
 
-        vm = HFValueModel(value, device=device)
+        vm = HFValueModel(value, **where)
     if search is not None:
         from envs.errors import UserError
         from search.registry import unknown_algorithm

@@ -61,12 +61,26 @@ def run_cmd(
                                    "directory selfimprove wrote; everything in it is removed)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config field: key.sub=value (repeatable)."),
     out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the plan and per-stage memory "
+                                 "estimates, exit without loading a model."),
+    gpu: float = typer.Option(None, "--gpu", help="With --dry-run: plan for one CUDA GPU of this many GiB "
+                              "(bf16) instead of this machine's devices."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The self-improvement loop: search → pairs → value model → policy → evaluation, per iteration."""
     from selfimprove.config import load_config
 
     cfg = load_config(config, overrides)
+    if dry_run:
+        from selfimprove.plan import build_plan, plan_tables
+
+        plan = build_plan(cfg, gpu_gib=gpu, source=config.name)
+        if as_json:
+            print(json.dumps(plan, default=str))
+        else:
+            for table in plan_tables(plan):
+                console.print(table)
+        return
     run_and_report(cfg, out or Path("runs") / (cfg.name or config.stem), resume=resume, overwrite=overwrite,
                    as_json=as_json)
 

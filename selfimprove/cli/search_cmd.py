@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from envs.errors import UserError
-from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
+from selfimprove.cli.app import (
+    ATTN_OPTION,
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    KNOB_OPTION,
+    app,
+    emit,
+    parse_sets,
+    placed,
+)
 
 
 @app.command("search")
@@ -21,6 +31,9 @@ def search(
     sets: list[str] = typer.Option([], "--set", help="Algorithm config key=value (repeatable)."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most sequences per backend call."),
     knobs: list[str] = KNOB_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    attn: str = ATTN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Search every problem with one policy (and value model), batching all problems' requests together.
@@ -36,13 +49,14 @@ def search(
         raise UserError(f"--split must be 'train' or 'test', got '{split}'")
     check_file_output(out)
     config = make_config(algo, parse_sets(sets))  # bad algo / key fails before any model loads
+    where = placed(device, dtype, attn)
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     items = environment.load(split, problems, seed=seed)
 
     from agents import load_policy
     from selfimprove.cli.bars import Bars
 
-    pol = load_policy(policy, seed=seed)
+    pol = load_policy(policy, seed=seed, **where)
     val = None
     if value is not None:
         from pathlib import Path
@@ -51,7 +65,7 @@ def search(
 
         if not Path(value).is_dir():
             raise UserError(f"--value '{value}' is not a directory (a saved value model)")
-        val = HFValueModel(value)
+        val = HFValueModel(value, **where)
     with Bars("searching") as bars:
         result = run_search(environment, items, pol, val, algo=algo, config=config, seed=seed,
                             max_batch=max_batch, progress=bars)

@@ -11,7 +11,17 @@ from typing import Any
 
 import typer
 
-from selfimprove.cli.app import JSON_OPTION, app, emit, parse_sets, quiet_transformers
+from selfimprove.cli.app import (
+    ATTN_OPTION,
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    app,
+    emit,
+    parse_sets,
+    placed,
+    quiet_transformers,
+)
 from selfimprove.train.config import LOSSES, PolicyTrainConfig, ValueTrainConfig
 
 
@@ -49,9 +59,13 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     sets: list[str] = SET_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    attn: str = ATTN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the policy on preference pairs or lists (or SFT records); print loss, margins and throughput."""
+    from envs.errors import UserError
     from envs.io import atomic_dir
     from selfimprove.cli.bars import Bars
     from selfimprove.train.policy import fit_policy
@@ -59,9 +73,12 @@ def train(
     cfg = PolicyTrainConfig.parse({"loss": loss, "backend": backend, "lora": lora, "beta": beta, "lr": lr,
                                    "epochs": epochs, "batch_size": batch_size, "alpha": alpha,
                                    "max_length": max_length, **parse_sets(sets)}, "train")
+    where = placed(device, dtype, "sdpa" if attn == "flash_attention_2" and dtype == "auto" else attn, training=True)
+    if cfg.qlora and not where["device"].startswith("cuda"):
+        raise UserError(f"--set qlora=true: QLoRA (bitsandbytes 4-bit) runs on CUDA only, not on '{where['device']}'")
     quiet_transformers()
     with Bars("training") as bars, atomic_dir(out, kind="policy", replace="ours" if overwrite else "never") as tmp:
-        metrics = fit_policy(policy, data, tmp, cfg, ref_dir=ref, seed=seed, progress=bars)
+        metrics = fit_policy(policy, data, tmp, cfg, ref_dir=ref, seed=seed, progress=bars, **where)
     emit({**_summary(metrics), "out": out}, as_json, title=f"train ({cfg.loss}, {cfg.backend})")
 
 
@@ -80,6 +97,8 @@ def train_value(
     seed: int = typer.Option(0, "--seed"),
     sets: list[str] = SET_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the value model on tree nodes; print held-out AUROC before and after."""
@@ -93,7 +112,8 @@ def train_value(
         raise UserError("train-value needs --init POLICY_OR_VALUE_DIR")
     cfg = ValueTrainConfig.parse({"epochs": epochs, "lr": lr, "target": target, "heldout_fraction": heldout,
                                   **parse_sets(sets)}, "train-value")
+    where = placed(device, dtype, "sdpa", training=True)
     quiet_transformers()
     with Bars("training") as bars, atomic_dir(out, kind="value model", replace="ours" if overwrite else "never") as tmp:
-        metrics = fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=bars)
+        metrics = fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=bars, **where)
     emit({**_summary(metrics), "out": out}, as_json, title="train-value")

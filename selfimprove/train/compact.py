@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 import selfimprove.train.losses as L
+from envs.errors import UserError
 from envs.progress import SILENT, Progress
 from selfimprove.pairs.records import Record
-from selfimprove.train.checkpoint import load_trainable, peak_rss_mb, save_trained
+from selfimprove.train.checkpoint import load_trainable, merged_for_saving, peak_rss_mb, save_trained
 from selfimprove.train.config import PolicyTrainConfig
 from selfimprove.train.data import Batch, Example, batches, collate, tokenize
 from selfimprove.train.fit import fit, linear_schedule
@@ -76,24 +77,35 @@ def wrap_lora(model, r: int, alpha: int):
 
 def train_compact(policy_dir: str | os.PathLike, records: list[Record], out_dir: str | os.PathLike,
                   cfg: PolicyTrainConfig, *, ref_dir: str | os.PathLike | None, seed: int,
-                  eval_records: list[Record] | None, progress: Progress = SILENT) -> dict[str, Any]:
-    """Train on `records` and write the new policy into `out_dir`; returns the metrics (also saved there)."""
+                  eval_records: list[Record] | None, progress: Progress = SILENT, device: str = "auto",
+                  dtype: str = "auto", attn_implementation: str = "sdpa") -> dict[str, Any]:
+    """Train on `records` and write the new policy into `out_dir`; returns the metrics (also saved there).
+
+    flash_attention_2 is not used here: the packed rows carry a block mask (`logps.pack`), which only
+    SDPA / eager take, so the trainer loads with SDPA instead (metrics["attn_implementation"])."""
     torch.manual_seed(seed)
+    attn = "sdpa" if attn_implementation == "flash_attention_2" else attn_implementation
+    load: dict[str, Any] = {"device": device, "dtype": dtype, "attn_implementation": attn}
     model: Any
-    model, tok = load_trainable(policy_dir)
+    model, tok = load_trainable(policy_dir, **load, qlora=cfg.qlora)
     loss = cfg.loss
-    examples = tokenize(records, tok, max_length=cfg.max_length, as_lists=loss == "tpo")
+    counts: dict[str, int] = {}
+    examples = tokenize(records, tok, max_length=cfg.max_length, as_lists=loss == "tpo", overlong=cfg.overlong,
+                        counts=counts)
+    if not examples:
+        raise UserError(f"field 'train.max_length': all {counts['skipped']} records are longer than "
+                        f"{cfg.max_length} tokens (overlong: skip)")
     evals = tokenize(eval_records, tok, max_length=cfg.max_length, as_lists=False) if eval_records else []
     pad = tok.pad_token_id
     t_ref = time.perf_counter()
     same = ref_dir is None or Path(ref_dir).resolve() == Path(policy_dir).resolve()
-    ref_model = model if same or ref_dir is None else load_trainable(ref_dir)[0]
+    ref_model = model if same or ref_dir is None else load_trainable(ref_dir, **load)[0]
     attach_reference(ref_model, examples + evals, pad, max(cfg.batch_size, 32))
     if ref_model is not model:
         del ref_model
     ref_s = time.perf_counter() - t_ref
     eval_before = mean_margin(model, evals, pad, cfg.beta) if evals else None
-    if cfg.lora:
+    if cfg.lora or cfg.qlora:
         model = wrap_lora(model, cfg.lora_r, cfg.lora_alpha)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -119,12 +131,15 @@ def train_compact(policy_dir: str | os.PathLike, records: list[Record], out_dir:
     history = fit(params, opt, (exs for epoch in plan for exs in epoch), step_loss, total=total,
                   grad_clip=cfg.grad_clip, scheduler=linear_schedule(opt, cfg.warmup_steps, total), progress=progress)
     wall = time.perf_counter() - t0
-    if cfg.lora:
-        model = model.merge_and_unload()
+    if cfg.lora or cfg.qlora:
+        model = merged_for_saving(model, policy_dir, qlora=cfg.qlora)
     tokens = count["tokens"]
     metrics = {
         "backend": "compact", "loss": loss, "beta": cfg.beta, "lr": cfg.lr, "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size, "lora": cfg.lora, "examples": len(examples), "steps": len(history),
+        "batch_size": cfg.batch_size, "lora": cfg.lora, "qlora": cfg.qlora, "examples": len(examples),
+        "steps": len(history), "truncated_records": counts["truncated"], "skipped_records": counts["skipped"],
+        "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
+        "attn_implementation": attn,
         "share_prefix": cfg.share_prefix, "tpo_asr": cfg.tpo_asr,
         "final_loss": history[-1]["loss"] if history else None,
         "first_loss": history[0]["loss"] if history else None,

@@ -65,6 +65,8 @@ class PolicyTrainConfig(TrainerConfig):
     lora: bool = Field(default=False, description="Train a LoRA adapter (merged into the saved model).")
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
+    qlora: bool = Field(default=False, description="QLoRA: the base in 4-bit NF4 (bitsandbytes, CUDA only) under a "
+                        "LoRA adapter; implies lora.")
     alpha: float = Field(default=1.0, description="Weight of rpo's NLL term.")
     backend: Literal["compact", "trl"] = "compact"
     share_prefix: bool = Field(default=True, description="Encode a shared prompt once per batch (off: one row per "
@@ -72,6 +74,11 @@ class PolicyTrainConfig(TrainerConfig):
     grad_clip: float = Field(default=1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
     warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps before the linear decay.")
     tpo_asr: bool = Field(default=True, description="TPO's Adaptive Step Reward (step-similarity weighting).")
+    overlong: Literal["truncate", "skip"] = Field(
+        default="truncate", description="Records longer than max_length: cut the prompt from the left (the "
+        "completion keeps its start), or skip them; either way counted in the metrics.")
+    trl: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields for backend 'trl' (e.g. bf16, "
+                                "gradient_checkpointing, gradient_accumulation_steps), passed through as given.")
 
     @field_validator("loss")
     @classmethod
@@ -90,6 +97,41 @@ class PolicyTrainConfig(TrainerConfig):
         return v
 
 
+    @field_validator("trl")
+    @classmethod
+    def _trl_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = unknown_trl_option(v)
+        if bad is not None:
+            raise ValueError(bad)
+        return v
+
+
+# DPOConfig fields the TRL trainer sets itself (where it writes, what it logs to).
+TRL_OWNED = ("output_dir", "report_to", "save_strategy", "disable_tqdm", "logging_steps")
+
+
+def unknown_trl_option(options: Mapping[str, Any]) -> str | None:
+    """Why `options` cannot go to trl's DPOConfig (a field it does not have, or one we own), or None.
+
+    Checked against DPOConfig's dataclass fields when TRL is importable (without it nothing runs them)."""
+    for key in options:
+        if key in TRL_OWNED:
+            return f"'{key}' is set by the trainer itself and cannot be given in train.trl"
+    if not options:
+        return None
+    try:
+        import dataclasses
+
+        from trl.trainer.dpo_config import DPOConfig
+    except ImportError:
+        return None
+    known = {f.name for f in dataclasses.fields(DPOConfig)}
+    for key in options:
+        if key not in known:
+            return f"'{key}' is not a field of trl's DPOConfig"
+    return None
+
+
 class ValueTrainConfig(TrainerConfig):
     """How `train_value` trains: regression onto the node targets plus the sibling ranking loss."""
 
@@ -102,6 +144,10 @@ class ValueTrainConfig(TrainerConfig):
     rank_margin: float = Field(default=0.1, description="Margin the better sibling's value must clear.")
     rank_gap: float = Field(default=0.1, description="Siblings are ranked when their targets differ by more.")
     max_length: int = Field(default=1024, ge=1, description="Longer prefixes are skipped.")
+    lora: bool = Field(default=False, description="Train a LoRA adapter on the trunk (the head in full); merged "
+                       "into the saved trunk.")
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
 
     @field_validator("heldout_fraction")
     @classmethod

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from envs.errors import UserError
 from selfimprove.pairs.records import PreferenceList, PreferencePair, Record
 from selfimprove.train.logps import Group, Packed, pack
 
@@ -59,39 +58,64 @@ def list_to_pairs(rec: PreferenceList) -> list[PreferencePair]:
                            checkpoint=rec.checkpoint, depth=rec.depth) for i, j in idx]
 
 
-def tokenize(records: Sequence[Record], tokenizer, *, max_length: int, as_lists: bool) -> list[Example]:
+def fit_length(prompt: list[int], items: list[list[int]], max_length: int, *, keep_first: bool = False
+               ) -> tuple[list[int], list[list[int]]] | None:
+    """Prompt and completions cut so that prompt + the longest completion fit `max_length`, or None when
+    they already fit. Completions keep their start (at most max_length − 1 tokens: one token of prompt
+    stays as context); the prompt loses tokens from the left (after its first when `keep_first`: BOS)."""
+    longest = max((len(c) for c in items), default=0)
+    if len(prompt) + longest <= max_length:
+        return None
+    items = [c[: max_length - 1] for c in items]
+    room = max_length - max((len(c) for c in items), default=0)
+    head = prompt[:1] if keep_first and room > 1 else []
+    return head + prompt[len(prompt) - (room - len(head)):], items
+
+
+def tokenize(records: Sequence[Record], tokenizer, *, max_length: int, as_lists: bool,
+             overlong: str = "truncate", counts: dict[str, int] | None = None) -> list[Example]:
     """Tokenize records for training. Pair losses see lists as their ordered pairs; TPO sees pairs as
-    2-item lists. A prompt that leaves no room for a completion within max_length is a UserError;
-    completions that overflow are cut at max_length (keep the start)."""
+    2-item lists. A record longer than max_length (prompt + its longest completion) is cut by
+    `fit_length` (overlong "truncate") or dropped ("skip"); `counts` gets "truncated" / "skipped" added."""
     enc = lambda s, special=False: tokenizer(s, add_special_tokens=special).input_ids  # noqa: E731
     if not as_lists:
         flat: list[PreferencePair] = []
         for r in records:
             flat.extend(list_to_pairs(r) if isinstance(r, PreferenceList) else [r])
         records = flat
+    counts = counts if counts is not None else {}
+    counts.setdefault("truncated", 0)
+    counts.setdefault("skipped", 0)
+    bos = tokenizer.bos_token_id
     out = []
     for r in records:
         prompt = enc(r.prompt, True)
-        room = max_length - len(prompt)
-        if room < 1:
-            where = r.source or f"record for tree '{r.tree_id}'"
-            raise UserError(f"{where}: prompt is {len(prompt)} tokens, over max_length {max_length}")
         if isinstance(r, PreferencePair):
             steps_text = [[r.chosen], [r.rejected]]
             scores, weight, eps = [1.0, 0.0], r.weight, r.eps
         else:
             steps_text = [[s + r.delimiter for s in st] for st in r.steps]
             scores, weight, eps = list(r.scores), r.weight, 0.0
+        steps_tok = [[enc(s) for s in st] for st in steps_text]
+        cut = fit_length(prompt, [[t for s in st for t in s] for st in steps_tok], max_length,
+                         keep_first=bos is not None and bool(prompt) and prompt[0] == bos)
+        if cut is not None:
+            if overlong == "skip":
+                counts["skipped"] += 1
+                continue
+            counts["truncated"] += 1
+            prompt = cut[0]
+        room = max_length - len(prompt)
         items, item_steps = [], []
-        for st in steps_text:
-            toks, counts = [], []
+        for st in steps_tok:
+            toks, step_counts = [], []
             for s in st:
-                t = enc(s)[: room - len(toks)]
+                t = s[: room - len(toks)]
                 if t:
                     toks.extend(t)
-                    counts.append(len(t))
+                    step_counts.append(len(t))
             items.append(toks)
-            item_steps.append(counts)
+            item_steps.append(step_counts)
         sim = step_similarity([st[: len(c)] for st, c in zip(steps_text, item_steps, strict=True)]) \
             if as_lists else None
         out.append(Example("list" if as_lists else "pair", prompt, items, item_steps, weight, eps, scores, sim))

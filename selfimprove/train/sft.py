@@ -20,6 +20,7 @@ from envs.progress import SILENT, Progress
 from search.tree import Tree
 from selfimprove.train.checkpoint import load_trainable, save_trained
 from selfimprove.train.config import PolicyTrainConfig
+from selfimprove.train.data import fit_length
 from selfimprove.train.fit import fit
 from selfimprove.train.logps import naive_logps
 
@@ -51,22 +52,33 @@ def _encode(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
 
 
 def train_sft(policy_dir: str | os.PathLike, records: Sequence[dict], out_dir: str | os.PathLike,
-              cfg: PolicyTrainConfig, *, seed: int, progress: Progress = SILENT) -> dict[str, Any]:
+              cfg: PolicyTrainConfig, *, seed: int, progress: Progress = SILENT, device: str = "auto",
+              dtype: str = "auto", attn_implementation: str = "sdpa") -> dict[str, Any]:
     """Fine-tune the policy at `policy_dir` on the completions of `records`; write it into `out_dir`.
 
-    Returns {loss (mean over the last epoch), steps, examples, tokens, seconds, history}.
+    Records longer than max_length are cut (prompt from the left) or skipped, per `cfg.overlong`.
+    Returns {loss (mean over the last epoch), steps, examples, tokens, seconds, truncated / skipped
+    record counts, history}.
     """
     if not records:
         raise UserError("SFT: no verified solutions to train on")
-    model, tok = load_trainable(policy_dir)
+    model, tok = load_trainable(policy_dir, device=device, dtype=dtype, attn_implementation=attn_implementation)
     model.train()
     examples = []
+    counts = {"truncated": 0, "skipped": 0}
+    bos = tok.bos_token_id
     for r in records:
         p, c = _encode(tok, r["prompt"], r["completion"])
-        if len(p) + len(c) > cfg.max_length:
-            raise UserError(f"SFT record for problem '{r.get('problem_id', '?')}' is {len(p) + len(c)} tokens, "
-                            f"over max_length {cfg.max_length}")
+        cut = fit_length(p, [c], cfg.max_length, keep_first=bos is not None and bool(p) and p[0] == bos)
+        if cut is not None:
+            counts["skipped" if cfg.overlong == "skip" else "truncated"] += 1
+            if cfg.overlong == "skip":
+                continue
+            p, c = cut[0], cut[1][0]
         examples.append((p, c))
+    if not examples:
+        raise UserError(f"field 'train.max_length': all {counts['skipped']} SFT records are longer than "
+                        f"{cfg.max_length} tokens (overlong: skip)")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -92,6 +104,7 @@ def train_sft(policy_dir: str | os.PathLike, records: Sequence[dict], out_dir: s
     seconds = time.time() - t0
     last = [row["loss"] for row in history[-per_epoch:]]
     metrics = {"loss": sum(last) / len(last), "steps": len(history), "examples": len(examples),
-               "tokens": token_count[0], "seconds": seconds, "history": history}
+               "tokens": token_count[0], "seconds": seconds, "truncated_records": counts["truncated"],
+               "skipped_records": counts["skipped"], "history": history}
     save_trained(model, tok, out_dir, metrics)
     return metrics

@@ -123,26 +123,46 @@ def value_loss(values: torch.Tensor, targets: torch.Tensor, groups: Sequence, *,
     return loss, len(a_idx)
 
 
-def load_value_model(init_from: str | os.PathLike):
-    """A ValueHeadModel from a saved value directory, or a fresh head on a policy's trunk."""
+def load_value_model(init_from: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
+                     attn_implementation: str = "sdpa"):
+    """A ValueHeadModel from a saved value directory, or a fresh head on a policy's trunk, placed to train
+    (agents.devices; dtype "auto" = float32)."""
+    from agents.devices import placement
     from agents.value import CONFIG_FILE, ValueHeadModel
 
+    where = placement(device, dtype, attn_implementation, training=True)
     p = Path(init_from)
-    model = ValueHeadModel.from_pretrained(str(p)) if (p / CONFIG_FILE).is_file() else \
-        ValueHeadModel.from_policy(str(p))
+    kw = {"dtype": where.dtype, "attn_implementation": where.attn_implementation}
+    model = ValueHeadModel.from_pretrained(str(p), **kw) if (p / CONFIG_FILE).is_file() else \
+        ValueHeadModel.from_policy(str(p), **kw)
     if model.tokenizer.pad_token_id is None:
         model.tokenizer.pad_token = model.tokenizer.eos_token
-    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(where.device)
+
+
+def wrap_trunk_lora(model, r: int, alpha: int) -> None:
+    """Put a LoRA adapter on the value model's trunk (peft); the head stays fully trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    for p in model.trunk.parameters():
+        p.requires_grad_(False)
+    model.trunk = get_peft_model(model.trunk, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
+                                                         target_modules="all-linear"))
 
 
 def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike,
               config: ValueTrainConfig | Mapping[str, Any] | None = None, *, init_from: str | os.PathLike,
-              seed: int = 0, progress: Progress = SILENT) -> dict[str, Any]:
+              seed: int = 0, progress: Progress = SILENT, device: str = "auto", dtype: str = "auto",
+              attn_implementation: str = "sdpa") -> dict[str, Any]:
     """Train a value model on tree nodes and write it into `out_dir`; return metrics (also saved there).
+    device / dtype / attn_implementation: where the model trains (agents.devices, checked first).
 
     Metrics include heldout_auroc_before / heldout_auroc (after) and heldout_mse_before / heldout_mse.
     """
+    from agents.devices import placement
+
     cfg = ValueTrainConfig.parse(config, "value training config")
+    placement(device, dtype, attn_implementation, training=True)  # a bad device fails before any work
     if isinstance(trees, (str, os.PathLike)):
         trees = read_trees(trees)
     trees = list(trees)
@@ -160,14 +180,16 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
         raise UserError("no value-training examples: the trees have no terminal nodes (target 'mc') "
                         "or no visited nodes (target 'q')")
     torch.manual_seed(seed)
-    model = load_value_model(init_from)
+    model = load_value_model(init_from, device=device, dtype=dtype, attn_implementation=attn_implementation)
     tok = model.tokenizer
     n_long = sum(len(tok(e.prefix).input_ids) > cfg.max_length for e in train)
     train = [e for e in train if len(tok(e.prefix).input_ids) <= cfg.max_length]
     held = [e for e in held if len(tok(e.prefix).input_ids) <= cfg.max_length]
     before = evaluate(model, tok, held)
+    if cfg.lora:
+        wrap_trunk_lora(model, cfg.lora_r, cfg.lora_alpha)
     model.train()
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     dev = next(model.parameters()).device
     groups: dict[tuple, list[ValueExample]] = {}
@@ -204,8 +226,11 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
         "final_loss": history[-1]["loss"] if history else None, "train_s": wall,
         "heldout_mse_before": before["mse"], "heldout_mse": after["mse"],
         "heldout_auroc_before": before["auroc"], "heldout_auroc": after["auroc"],
-        "peak_rss_mb": peak_rss_mb(), "init_from": str(init_from), "history": history,
+        "peak_rss_mb": peak_rss_mb(), "init_from": str(init_from), "lora": cfg.lora,
+        "trainable_params": sum(p.numel() for p in params), "history": history,
     }
+    if cfg.lora:
+        model.trunk = model.trunk.merge_and_unload()
     model.save_pretrained(str(out_dir))
     atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
     return metrics
@@ -213,9 +238,11 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
 
 def train_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike,
                 config: ValueTrainConfig | Mapping[str, Any] | None = None, *, init_from: str | os.PathLike,
-                seed: int = 0, progress: Progress = SILENT, overwrite: bool = False) -> dict[str, Any]:
+                seed: int = 0, progress: Progress = SILENT, overwrite: bool = False, device: str = "auto",
+                dtype: str = "auto", attn_implementation: str = "sdpa") -> dict[str, Any]:
     """`fit_value` into a temp directory swapped in for `out_dir` whole (nothing half-written); an
     existing `out_dir` is replaced only when selfimprove saved it and `overwrite` is set."""
     cfg = ValueTrainConfig.parse(config, "value training config")
     with atomic_dir(out_dir, kind="value model", replace="ours" if overwrite else "never") as tmp:
-        return fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=progress)
+        return fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=progress, device=device,
+                         dtype=dtype, attn_implementation=attn_implementation)
