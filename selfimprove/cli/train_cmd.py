@@ -1,6 +1,10 @@
 """`selfimprove train` (policy on preference data or SFT records) and `selfimprove train-value` (value
 model on trees). Each option is a field of the trainer's config (defaults from it); `--set` reaches the
 rest. The command writes `--out` atomically: the trainer fills a temp directory swapped in whole.
+
+Both run the same under `accelerate launch -m selfimprove.cli train ...` (DDP, or FSDP / DeepSpeed from
+the accelerate config file): every process trains its share of each step, only the main one writes
+`--out` and prints the summary.
 """
 
 from __future__ import annotations
@@ -47,17 +51,18 @@ def train(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the policy on preference pairs or lists (or SFT records); print loss, margins and throughput."""
-    from envs.io import atomic_dir
     from selfimprove.cli.bars import Bars
     from selfimprove.train.policy import fit_policy
+    from selfimprove.train.runtime import is_main_process, output_dir
 
     cfg = PolicyTrainConfig.parse({"loss": loss, "backend": backend, "lora": lora, "beta": beta, "lr": lr,
                                    "epochs": epochs, "batch_size": batch_size, "alpha": alpha,
                                    "max_length": max_length, **parse_sets(sets)}, "train")
     quiet_transformers()
-    with Bars("training") as bars, atomic_dir(out) as tmp:
+    with Bars("training", quiet=not is_main_process()) as bars, output_dir(out) as tmp:
         metrics = fit_policy(policy, data, tmp, cfg, ref_dir=ref, seed=seed, progress=bars)
-    emit({**_summary(metrics), "out": out}, as_json, title=f"train ({cfg.loss}, {cfg.backend})")
+    if is_main_process():
+        emit({**_summary(metrics), "out": out}, as_json, title=f"train ({cfg.loss}, {cfg.backend})")
 
 
 @app.command("train-value")
@@ -78,9 +83,9 @@ def train_value(
 ) -> None:
     """Train the value model on tree nodes; print held-out AUROC before and after."""
     from envs.errors import UserError
-    from envs.io import atomic_dir
     from selfimprove.cli.bars import Bars
     from selfimprove.train import fit_value
+    from selfimprove.train.runtime import is_main_process, output_dir
 
     init_from = init or policy
     if not init_from:
@@ -88,6 +93,7 @@ def train_value(
     cfg = ValueTrainConfig.parse({"epochs": epochs, "lr": lr, "target": target, "heldout_fraction": heldout,
                                   **parse_sets(sets)}, "train-value")
     quiet_transformers()
-    with Bars("training") as bars, atomic_dir(out) as tmp:
+    with Bars("training", quiet=not is_main_process()) as bars, output_dir(out) as tmp:
         metrics = fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=bars)
-    emit({**_summary(metrics), "out": out}, as_json, title="train-value")
+    if is_main_process():
+        emit({**_summary(metrics), "out": out}, as_json, title="train-value")

@@ -32,11 +32,17 @@ def load_trainable(policy_dir: str | os.PathLike) -> tuple[Any, Any]:
     return model, tok
 
 
-def save_trained(model, tokenizer, out_dir: str | os.PathLike, metrics: dict[str, Any]) -> None:
-    """Write model + tokenizer + training_metrics.json into `out_dir` (created when missing)."""
+def save_trained(model, tokenizer, out_dir: str | os.PathLike, metrics: dict[str, Any], *,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write model + tokenizer + training_metrics.json into `out_dir` (created when missing).
+
+    state_dict: the weights when they live elsewhere (gathered from FSDP / DeepSpeed shards)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    if state_dict is None:
+        model.save_pretrained(out)
+    else:
+        model.save_pretrained(out, state_dict=state_dict)
     tokenizer.save_pretrained(out)
     atomic_write_json(out / METRICS_FILE, metrics)
 
