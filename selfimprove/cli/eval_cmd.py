@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
+from selfimprove.cli.app import (
+    JSON_OPTION,
+    KNOB_OPTION,
+    RAY_ADDRESS_OPTION,
+    WORKERS_OPTION,
+    app,
+    emit,
+    parse_sets,
+    searcher,
+)
 
 
 @app.command("eval")
@@ -18,11 +27,14 @@ def eval_cmd(
     value: str = typer.Option(None, "--value", help="A value-model directory, used with --search."),
     search: str = typer.Option(None, "--search", help="Also report this search algorithm's accuracy."),
     device: str = typer.Option("cpu", "--device"),
+    workers: int = WORKERS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
     knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Evaluate a policy on the environment's test split with the verifier."""
     import time
+    from functools import partial
 
     from agents import load_policy
     from envs.registry import make_env
@@ -33,12 +45,11 @@ def eval_cmd(
     quiet_transformers()
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     probs = environment.load("test", problems, seed=seed)
-    pol = load_policy(policy, device=device, seed=seed)
-    vm = None
+    make_value = None
     if value is not None:
         from agents.value import HFValueModel
 
-        vm = HFValueModel(value, device=device)
+        make_value = partial(HFValueModel, value, device=device)
     if search is not None:
         from envs.errors import UserError
         from search.registry import unknown_algorithm
@@ -47,8 +58,10 @@ def eval_cmd(
         if why is not None:
             raise UserError(f"--search: {why}")
     t0 = time.perf_counter()
-    with Bars("evaluating", quiet=as_json) as bars:
+    with searcher(workers, ray_address, partial(make_env, env, parse_sets(knobs, option="--knob")),
+                  partial(load_policy, policy, device=device, seed=seed), make_value, device=device) \
+            as (search_fn, pol, vm), Bars("evaluating", quiet=as_json) as bars:
         out = evaluate(environment, probs, pol, k=k, temperature=temperature, seed=seed, value_model=vm,
-                       search_algo=search, progress=bars)
+                       search_algo=search, progress=bars, runner=search_fn)
     out = {"policy": policy, "env": env, **out, "wall_s": round(time.perf_counter() - t0, 2)}
     emit(out, as_json, title=f"eval {policy} on {env}")

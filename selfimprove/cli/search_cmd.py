@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 
 from envs.errors import UserError
-from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
+from selfimprove.cli.app import (
+    JSON_OPTION,
+    KNOB_OPTION,
+    RAY_ADDRESS_OPTION,
+    WORKERS_OPTION,
+    app,
+    emit,
+    parse_sets,
+    searcher,
+)
 
 
 @app.command("search")
@@ -20,12 +29,13 @@ def search(
     out: str = typer.Option("trees.jsonl", "--out", help="Where to write the trees (one per line)."),
     sets: list[str] = typer.Option([], "--set", help="Algorithm config key=value (repeatable)."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most sequences per backend call."),
+    workers: int = WORKERS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
     knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Search every problem with one policy (and value model), batching all problems' requests together."""
     from envs.registry import make_env
-    from search.api import run_search
     from search.registry import make_config
     from search.tree import write_trees
 
@@ -35,11 +45,12 @@ def search(
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     items = environment.load(split, problems, seed=seed)
 
+    from functools import partial
+
     from agents import load_policy
     from selfimprove.cli.bars import Bars
 
-    pol = load_policy(policy, seed=seed)
-    val = None
+    make_value = None
     if value is not None:
         from pathlib import Path
 
@@ -47,13 +58,17 @@ def search(
 
         if not Path(value).is_dir():
             raise UserError(f"--value '{value}' is not a directory (a saved value model)")
-        val = HFValueModel(value)
-    with Bars("searching") as bars:
-        result = run_search(environment, items, pol, val, algo=algo, config=config, seed=seed,
-                            max_batch=max_batch, progress=bars)
-    write_trees(out, result.trees)
+        make_value = partial(HFValueModel, value)
+    make_policy = partial(load_policy, policy, seed=seed)
+    with searcher(workers, ray_address, partial(make_env, env, parse_sets(knobs, option="--knob")), make_policy,
+                  make_value) as (search_fn, pol, val), Bars("searching") as bars:
+        result = search_fn(environment, items, pol, val, algo=algo, config=config, seed=seed,
+                           max_batch=max_batch, progress=bars)
+    write_trees(out, result.trees)  # only once every worker's share is done
     s = result.stats
     summary = {"out": out, "algo": algo, "env": env, "problems": s["problems"], "accuracy": s["accuracy"],
                "nodes": s["nodes"], "backend_calls": s["backend_calls"], "mean_batch": s["mean_batch"],
-               "tokens": s["tokens"], "wall_s": s["wall_s"], "model_share": s["model_share"]}
+               "tokens": s["tokens"], "wall_s": s["wall_s"], "model_share": s["model_share"], "workers": workers}
+    if "retries" in s:
+        summary["retries"] = s["retries"]
     emit(summary, as_json, title="search")
