@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_loop import tiny_config, warm_policy_dir  # noqa: F401  # pyright: ignore[reportMissingImports]
 
 from selfimprove.config import parse_config
 from selfimprove.loop import run_loop
-from test_loop import tiny_config, warm_policy_dir  # noqa: F401  # pyright: ignore[reportMissingImports]
 
 
 def _metrics(run, i: int = 0) -> dict:
