@@ -1,15 +1,16 @@
 """Scale-out benchmark: search over Ray workers, ratios measured side by side in one run.
 
-(a) Ray's start-up cost: a local runtime (`ray.init` → first actor call), and a pool's actors loading
-    the tiny HF policy;
+(a) Ray's start-up cost: a local runtime (`ray.init` → first remote call), and (in (b)) two actors
+    loading the tiny HF policy;
 (b) real search on this machine: the demo's tiny policy, MCTS on the same problems in this process (no
-    Ray), on 1 Ray worker and on 2 (each worker one CPU, one torch thread; same trees, checked);
+    Ray), on 1 Ray worker and on 2 (each worker one CPU, one torch thread; same trees, checked), the three
+    interleaved `--reps` times, medians;
 (c) orchestration at scale, simulated: a scripted backend that sleeps a fixed latency per call (a model
     saturated at `--sim-batch` sequences per call), the same problems on 1 / 2 / 4 / 8 workers; the
     speed-up against 1 worker, over the worker count, says how close to linear the orchestration stays
     (its own cost: shards out, trees back as JSON, progress polls, merge).
 
-    .venv/bin/python bench/scale.py [--policy DIR] [--problems 64] [--sims 8] [--sim-problems 256]
+    .venv/bin/python bench/scale.py [--policy DIR] [--problems 64] [--sims 8] [--reps 3] [--sim-problems 512]
                                     [--latency 0.02] [--sim-batch 16] [--json]
 
 The machine is shared: its load average is printed beside the numbers. Worker counts above the CPU
@@ -62,7 +63,11 @@ def bench_startup() -> dict[str, float]:
     return {"ray_init_s": up, "ray_shutdown_s": time.perf_counter() - t0}
 
 
-def bench_real(policy_dir: str, env_name: str, knobs: dict, problems: int, sims: int) -> dict[str, Any]:
+def bench_real(policy_dir: str, env_name: str, knobs: dict, problems: int, sims: int, reps: int) -> dict[str, Any]:
+    """In process, 1 worker, 2 workers, interleaved `reps` times (the machine's load drifts): the same two
+    actors serve both worker counts (the 1-worker runs use only the first), so start-up is measured once."""
+    import statistics
+
     import ray
     import torch
 
@@ -76,23 +81,34 @@ def bench_real(policy_dir: str, env_name: str, knobs: dict, problems: int, sims:
     probs = env.load("test", problems, seed=0)
     cfg = {"simulations": sims}
     policy = load_policy(policy_dir, seed=0)
-    run_search(env, probs[:4], policy, algo="mcts", config=cfg, seed=0)  # warm-up, as a worker's first share is
-    t0 = time.perf_counter()
-    local = run_search(env, probs, policy, algo="mcts", config=cfg, seed=0)
-    out: dict[str, Any] = {"in_process_s": time.perf_counter() - t0, "tokens": local.stats["tokens"]}
+    run_search(env, probs[:4], policy, algo="mcts", config=cfg, seed=0)  # warm-up, as the workers get below
+    out: dict[str, Any] = {}
+    times: dict[str, list[float]] = {"in_process": [], "workers_1": [], "workers_2": []}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for n in (1, 2):
-            t0 = time.perf_counter()
-            pool = SearchPool(n, partial(make_env, env_name, knobs), partial(load_policy, policy_dir, seed=0))
-            out[f"actors_{n}_start_s"] = time.perf_counter() - t0
-            with pool:
+        t0 = time.perf_counter()
+        pool = SearchPool(2, partial(make_env, env_name, knobs), partial(load_policy, policy_dir, seed=0))
+        out["actors_2_start_s"] = time.perf_counter() - t0
+        both = list(pool.actors)
+        with pool:
+            pool.run_search(env, probs[:4], algo="mcts", config=cfg, seed=0)  # warm-up
+            for _ in range(reps):
                 t0 = time.perf_counter()
-                res = pool.run_search(env, probs, algo="mcts", config=cfg, seed=0)
-                out[f"workers_{n}_s"] = time.perf_counter() - t0
-            out[f"workers_{n}_same_trees"] = same_trees(res.trees, local.trees)
+                local = run_search(env, probs, policy, algo="mcts", config=cfg, seed=0)
+                times["in_process"].append(time.perf_counter() - t0)
+                for n in (1, 2):
+                    pool.actors = both[:n]
+                    t0 = time.perf_counter()
+                    res = pool.run_search(env, probs, algo="mcts", config=cfg, seed=0)
+                    times[f"workers_{n}"].append(time.perf_counter() - t0)
+                    out[f"workers_{n}_same_trees"] = same_trees(res.trees, local.trees)
+            pool.actors = both
     finally:
         ray.shutdown()
+    out["tokens"] = local.stats["tokens"]
+    for k, v in times.items():
+        out[f"{k}_s"] = statistics.median(v)
+        out[f"{k}_all_s"] = v
     return out
 
 
@@ -116,6 +132,7 @@ def bench_simulated(problems: int, latency: float, batch: int, counts: tuple[int
                 res = pool.run_search(env, probs, algo="mcts", config=cfg, seed=0, max_batch=batch)
                 out[f"workers_{n}_s"] = time.perf_counter() - t0
                 out[f"workers_{n}_calls"] = res.stats["backend_calls"]
+                out[f"workers_{n}_model_share"] = res.stats["model_share"]
             base_trees = base_trees or res.trees
             out[f"workers_{n}_same_trees"] = same_trees(res.trees, base_trees)
     finally:
@@ -128,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", help="policy directory (default: the demo's tiny policy, built or reused)")
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--sims", type=int, default=8)
-    ap.add_argument("--sim-problems", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of (b)")
+    ap.add_argument("--sim-problems", type=int, default=512)
     ap.add_argument("--latency", type=float, default=0.02, help="simulated seconds per backend call")
     ap.add_argument("--sim-batch", type=int, default=16, help="simulated sequences per backend call")
     ap.add_argument("--json", action="store_true")
@@ -156,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
 
     print(f"(b) real search: tiny policy, MCTS {args.sims} simulations, {args.problems} problems", flush=True)
-    result["real"] = r = bench_real(policy_dir, demo.env.name, dict(demo.env.knobs), args.problems, args.sims)
-    print(f"    in process (1 thread) {r['in_process_s']:.1f} s; actors up: 1 worker {r['actors_1_start_s']:.1f} s, "
-          f"2 workers {r['actors_2_start_s']:.1f} s", flush=True)
-    print(f"    search: 1 worker {r['workers_1_s']:.1f} s, 2 workers {r['workers_2_s']:.1f} s → "
-          f"{r['workers_1_s'] / r['workers_2_s']:.2f}× (same trees: {r['workers_1_same_trees']}, "
-          f"{r['workers_2_same_trees']}); 1 worker vs in process {r['in_process_s'] / r['workers_1_s']:.2f}×",
-          flush=True)
+    result["real"] = r = bench_real(policy_dir, demo.env.name, dict(demo.env.knobs), args.problems, args.sims,
+                                    args.reps)
+    print(f"    2 actors loading the policy: {r['actors_2_start_s']:.1f} s", flush=True)
+    print(f"    median of {args.reps} interleaved runs: in process (1 thread) {r['in_process_s']:.2f} s, 1 worker "
+          f"{r['workers_1_s']:.2f} s, 2 workers {r['workers_2_s']:.2f} s → 2 workers {r['workers_1_s'] / r['workers_2_s']:.2f}× "
+          f"1 worker, 1 worker {r['in_process_s'] / r['workers_1_s']:.2f}× in process (same trees: "
+          f"{r['workers_1_same_trees']}, {r['workers_2_same_trees']})", flush=True)
 
     counts = (1, 2, 4, 8)
     print(f"(c) simulated: {args.sim_problems} problems, {args.latency * 1000:.0f} ms per call of ≤ {args.sim_batch} "
@@ -172,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         speedup = m["workers_1_s"] / m[f"workers_{n}_s"]
         m[f"workers_{n}_efficiency"] = speedup / n
         print(f"    {n} worker{'s' if n > 1 else ' '}: {m[f'workers_{n}_s']:6.2f} s, {m[f'workers_{n}_calls']} calls, "
-              f"speed-up {speedup:.2f}× = {speedup / n:.2f} of linear (same trees: {m[f'workers_{n}_same_trees']})",
+              f"speed-up {speedup:.2f}× = {speedup / n:.2f} of linear; workers in backend calls "
+              f"{m[f'workers_{n}_model_share']:.0%} of their time (same trees: {m[f'workers_{n}_same_trees']})",
               flush=True)
+    print("    (more workers, more calls: each shard's last batch of a round is partial; the rest of the gap is "
+          "orchestration: shards out, trees back, progress polls)", flush=True)
     result["machine_after"] = load()
     print(f"machine after: {result['machine_after']}", flush=True)
     if args.json:

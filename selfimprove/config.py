@@ -296,9 +296,15 @@ def check(cfg: RunConfig, source: str) -> None:
         raise _field_error(source, "value.init", f"value model path '{cfg.value.init}' does not exist")
 
 
+# Where a run's work happens, not what it computes: a resumed run may change these.
+LAYOUT_FIELDS = ("search.workers", "search.ray_address", "train.launch", "value.training.launch")
+
+
 def config_diff(a: RunConfig, b: RunConfig) -> str | None:
-    """The first dotted field where two configs differ, or None when they are equal."""
+    """The first dotted field where two configs differ (LAYOUT_FIELDS aside), or None when they are equal."""
     def walk(x: Any, y: Any, prefix: str) -> str | None:
+        if prefix in LAYOUT_FIELDS:
+            return None
         if isinstance(x, dict) and isinstance(y, dict):
             for k in list(x) + [k for k in y if k not in x]:
                 d = walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)

@@ -94,7 +94,7 @@ class Loop:
     def _searcher(self, policy_dir: Path, value_dir: Path | None, seed: int) -> Iterator[tuple[Any, Any, Any]]:
         """(run_search, policy, value model) for a search or eval stage: in this process, or over
         `search.workers` Ray actors that load the stage's models themselves."""
-        from selfimprove.cli.app import searcher
+        from selfimprove.ray_search import searcher
 
         s, pol = self.cfg.search, self.cfg.policy
         with searcher(s.workers, s.ray_address, partial(make_env, self.cfg.env.name, self.cfg.env.knobs),

@@ -7,7 +7,8 @@ its index in the whole list, and sampling seeds depend only on (seed, problem in
 trees are the ones a one-worker run builds. A worker that dies has its share retried on a live one (or
 a fresh actor when none is left). Progress is the sum of what the workers report. A local Ray runtime
 starts by itself when no address is given and shuts down at the end; an existing `ray.init` is reused
-and left running. Imported only when more than one worker is asked for.
+and left running. `searcher` is what commands and the loop call: with one worker it searches in this
+process and Ray is never imported (this module imports it only inside the functions that need it).
 """
 
 from __future__ import annotations
@@ -267,6 +268,27 @@ def _cause(e: Exception) -> Exception:
             return UserError(str(cause))
         return cause
     return e
+
+
+@contextmanager
+def searcher(workers: int, address: str | None, make_env: Callable[[], Any], make_policy: Callable[[], Any],
+             make_value: Callable[[], Any] | None = None, *, backend: str = "hf", device: str = "cpu"
+             ) -> Iterator[tuple[Callable[..., Any], Any, Any]]:
+    """(run_search, policy, value model) for a command: in this process with --workers 1 (Ray is not
+    imported), else a `selfimprove.ray_search.SearchPool` whose workers build their own models (each
+    asking Ray for a GPU when the backend is vLLM or the device CUDA, else a CPU)."""
+    if workers == 1:
+        from search.api import run_search
+
+        policy = make_policy()
+        try:
+            yield run_search, policy, make_value() if make_value is not None else None
+        finally:
+            getattr(policy, "close", lambda: None)()
+        return
+    cpus, gpus = worker_resources(backend, device)
+    with ray_session(address), SearchPool(workers, make_env, make_policy, make_value, cpus=cpus, gpus=gpus) as pool:
+        yield pool.run_search, None, True if make_value is not None else None
 
 
 def worker_resources(backend: str, device: str) -> tuple[float, float]:

@@ -47,3 +47,15 @@ def test_a_launch_config_file_that_does_not_parse_is_one_sentence(tmp_path, warm
     cfg["train"] = {**cfg["train"], "launch": {"launcher": "accelerate", "config_file": str(bad)}}
     with pytest.raises(UserError, match=r"run.yaml: field 'train.launch.config_file': .*accel.yaml' is not valid YAML"):
         parse_config(cfg, "run.yaml")
+
+
+def test_a_resumed_run_may_change_where_its_work_runs(warm_policy_dir):  # noqa: F811
+    from selfimprove.config import config_diff
+
+    a = parse_config(tiny_config(warm_policy_dir), "a.yaml")
+    moved = tiny_config(warm_policy_dir)
+    moved["search"] = {**moved["search"], "workers": 4, "ray_address": "head:6379"}
+    moved["train"] = {**moved["train"], "launch": {"launcher": "accelerate", "num_processes": 8}}
+    assert config_diff(a, parse_config(moved, "b.yaml")) is None
+    moved["search"]["problems"] = 5
+    assert config_diff(a, parse_config(moved, "b.yaml")) == "search.problems"

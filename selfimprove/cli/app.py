@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -14,7 +12,7 @@ from rich.table import Table
 from selfimprove.overrides import parse_sets
 
 __all__ = ["JSON_OPTION", "KNOB_OPTION", "RAY_ADDRESS_OPTION", "WORKERS_OPTION", "app", "console", "emit",
-           "err_console", "parse_sets", "quiet_transformers", "searcher"]
+           "err_console", "parse_sets", "quiet_transformers"]
 
 app = typer.Typer(
     name="selfimprove",
@@ -32,29 +30,6 @@ WORKERS_OPTION = typer.Option(1, "--workers", min=1, help="Ray actors searching 
                               "with its own backend (1: no Ray).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="A Ray cluster (host:port, ray://host:port or auto) "
                                   "for --workers; default: a local runtime started and stopped here.")
-
-
-@contextmanager
-def searcher(workers: int, address: str | None, make_env: Callable[[], Any], make_policy: Callable[[], Any],
-             make_value: Callable[[], Any] | None = None, *, backend: str = "hf", device: str = "cpu"
-             ) -> Iterator[tuple[Callable[..., Any], Any, Any]]:
-    """(run_search, policy, value model) for a command: in this process with --workers 1 (Ray is not
-    imported), else a `selfimprove.ray_search.SearchPool` whose workers build their own models (each
-    asking Ray for a GPU when the backend is vLLM or the device CUDA, else a CPU)."""
-    if workers == 1:
-        from search.api import run_search
-
-        policy = make_policy()
-        try:
-            yield run_search, policy, make_value() if make_value is not None else None
-        finally:
-            getattr(policy, "close", lambda: None)()
-        return
-    from selfimprove.ray_search import SearchPool, ray_session, worker_resources
-
-    cpus, gpus = worker_resources(backend, device)
-    with ray_session(address), SearchPool(workers, make_env, make_policy, make_value, cpus=cpus, gpus=gpus) as pool:
-        yield pool.run_search, None, True if make_value is not None else None
 
 
 def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> None:

@@ -12,7 +12,6 @@ from selfimprove.cli.app import (
     app,
     emit,
     parse_sets,
-    searcher,
 )
 
 
@@ -41,6 +40,7 @@ def eval_cmd(
     from selfimprove.cli.app import quiet_transformers
     from selfimprove.cli.bars import Bars
     from selfimprove.evaluate import evaluate
+    from selfimprove.ray_search import searcher
 
     quiet_transformers()
     environment = make_env(env, parse_sets(knobs, option="--knob"))

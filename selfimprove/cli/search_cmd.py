@@ -13,7 +13,6 @@ from selfimprove.cli.app import (
     app,
     emit,
     parse_sets,
-    searcher,
 )
 
 
@@ -49,6 +48,7 @@ def search(
 
     from agents import load_policy
     from selfimprove.cli.bars import Bars
+    from selfimprove.ray_search import searcher
 
     make_value = None
     if value is not None:
