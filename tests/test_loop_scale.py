@@ -36,6 +36,9 @@ def test_loop_with_ray_workers_and_launched_training_matches_one_process(tmp_pat
     assert b["value"]["final_loss"] == pytest.approx(a["value"]["final_loss"], abs=1e-3)
     assert [r["greedy_acc"] for r in scaled["rows"]] == [r["greedy_acc"] for r in plain["rows"]]
     assert not list((tmp_path / "scaled").glob("iter-*/.*"))  # no temp directories left behind
+    import ray
+
+    assert not ray.is_initialized()  # the run's local Ray runtime was shut down at its end
 
 
 def test_a_launch_config_file_that_does_not_parse_is_one_sentence(tmp_path, warm_policy_dir):  # noqa: F811

@@ -98,6 +98,18 @@ def test_two_workers_write_the_trees_one_writes(ray_cluster, tiny_policy_dir, tm
 
 
 @pytest.mark.slow
+def test_eval_over_two_workers_reports_what_one_reports(ray_cluster, tiny_policy_dir, capsys):
+    args = ["eval", "--policy", tiny_policy_dir, "--env", "arithmetic", "--problems", "4", "--k", "2",
+            "--search", "mcts", "--seed", "1", "--json"]
+    assert main(args) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*args, "--workers", "2"]) == 0
+    two = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    timeless = lambda d: {k: v for k, v in d.items() if not k.endswith("_s")}  # noqa: E731
+    assert close(timeless(two), timeless(one)) and one["problems"] == 4
+
+
+@pytest.mark.slow
 def test_a_killed_worker_has_its_share_retried_on_another(ray_cluster):
     """Worker 1 is killed while it searches (at the first progress report): its share is searched again
     by worker 0, and the trees are still the one-process trees; progress counts up to every problem."""
