@@ -69,6 +69,23 @@ def test_accumulation_normalises_by_the_whole_steps_weight(tiny_policy_dir, tmp_
     assert losses(b) == pytest.approx(losses(a), abs=1e-6)
 
 
+def test_tpo_lists_accumulate_to_the_same_step(tiny_policy_dir, tmp_path):
+    from selfimprove.pairs.records import PreferenceList
+
+    lists = []
+    for a in range(6):
+        steps = [[f"{a}+1={a + 1}", f"A: {a + 1}"], [f"{a}+1={a}", f"A: {a}"], [f"{a}+1={a + 2}", f"A: {a + 2}"]]
+        lists.append(PreferenceList(strategy="t", prompt=f"Q: {a % 3}+1\n", delimiter="\n",
+                                    completions=["".join(x + "\n" for x in st) for st in steps], steps=steps,
+                                    scores=[1.0, 0.0, -0.5], step_rewards=[[1.0, 1.0], [0.0, 0.0], [-0.5, -0.5]],
+                                    node_ids=[1, 2, 3], weight=1.0 + a % 2))
+    cfg = {**BASE, "loss": "tpo"}
+    one = train_policy(tiny_policy_dir, lists, tmp_path / "one", cfg)
+    acc = train_policy(tiny_policy_dir, lists, tmp_path / "acc", {**cfg, "gradient_accumulation_steps": 3})
+    assert losses(acc) == pytest.approx(losses(one), abs=1e-6)
+    assert max_diff(weights(tmp_path / "acc"), weights(tmp_path / "one")) < 1e-4
+
+
 def test_value_training_accumulates_with_both_terms(tiny_policy_dir, tmp_path):
     from envs.types import Problem
     from search.tree import Tree
