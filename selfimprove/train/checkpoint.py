@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from envs.io import atomic_write_json
+from selfimprove.train.runtime import training_device
 
 METRICS_FILE = "training_metrics.json"
 
 
 def load_trainable(policy_dir: str | os.PathLike) -> tuple[Any, Any]:
-    """(model, tokenizer) of a local HF directory or GGUF file, on the GPU when there is one, to train.
+    """(model, tokenizer) of a local HF directory or GGUF file, on this process's GPU when there is one, to train.
 
     Not a backend (agents.load_policy builds those, for search): the raw transformers model.
     A bad path is a UserError.
@@ -28,7 +29,7 @@ def load_trainable(policy_dir: str | os.PathLike) -> tuple[Any, Any]:
 
     src = resolve_model_path(policy_dir, what="policy")
     tok = load_tokenizer(src)
-    model = load_causal_lm(src, device="cuda" if torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(src, device=training_device())
     return model, tok
 
 

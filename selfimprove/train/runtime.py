@@ -46,6 +46,13 @@ def is_main_process() -> bool:
     return process_index() == 0
 
 
+def training_device() -> str:
+    """Where this process trains: its own GPU under a launcher (LOCAL_RANK), the GPU, or the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{_env_int(('LOCAL_RANK', 'MPI_LOCALRANKID', 'OMPI_COMM_WORLD_LOCAL_RANK'), 0)}"
+
+
 @contextmanager
 def output_dir(out: str | os.PathLike) -> Iterator[Path]:
     """The directory a trainer fills: on the main process an `atomic_dir` swapped in for `out` whole; on

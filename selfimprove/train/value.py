@@ -29,7 +29,7 @@ from search.tree import Tree, read_trees
 from selfimprove.train.checkpoint import METRICS_FILE, peak_rss_mb
 from selfimprove.train.config import ValueTrainConfig
 from selfimprove.train.fit import fit
-from selfimprove.train.runtime import Runtime
+from selfimprove.train.runtime import Runtime, training_device
 
 
 @dataclass
@@ -147,7 +147,7 @@ def load_value_model(init_from: str | os.PathLike):
         ValueHeadModel.from_policy(str(p))
     if model.tokenizer.pad_token_id is None:
         model.tokenizer.pad_token = model.tokenizer.eos_token
-    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(training_device())
 
 
 def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathLike,
