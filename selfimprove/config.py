@@ -140,8 +140,38 @@ class PolicySection(Section):
     vllm: VLLMSection = Field(default_factory=VLLMSection)
 
 
+class Launch(Section):
+    """How the loop runs a training stage: in its own process ("inline"), or as a job of its own under
+    `accelerate launch` (`selfimprove train` / `train-value` with this stage's config) on `num_processes`
+    processes, with the accelerate config file the user names (DDP, FSDP, DeepSpeed ZeRO)."""
+
+    launcher: Literal["inline", "accelerate"] = "inline"
+    num_processes: int | None = Field(default=None, ge=1, description="Processes for accelerate launch "
+                                      "(default: the config file's, else 1).")
+    config_file: str | None = Field(default=None, description="An accelerate config file (accelerate config).")
+
+    @field_validator("config_file")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        p = Path(v).expanduser()
+        if not p.is_file():
+            raise ValueError(f"accelerate config file '{v}' does not exist")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ValueError(f"accelerate config file '{v}' is not valid YAML ({getattr(e, 'problem', None) or e})") \
+                from None
+        if not isinstance(data, dict):
+            raise ValueError(f"accelerate config file '{v}' is not a mapping of accelerate settings")
+        return v
+
+
 class ValueTraining(ValueTrainConfig):
     """The value trainer's config with the loop's defaults (a fresh head on the tiny policy learns fast)."""
+
+    launch: Launch = Field(default_factory=Launch)
 
     epochs: int = Field(default=2, ge=1)
     lr: float = Field(default=1e-3, gt=0)
@@ -163,6 +193,10 @@ class SearchSection(Section):
     config: SearchConfig = Field(default_factory=dict, validate_default=True, description="The algorithm's config.")
     problems: int = Field(default=32, ge=1, description="Fresh training problems searched per iteration.")
     max_batch: int = Field(default=256, ge=1)
+    workers: int = Field(default=1, ge=1, description="Ray actors searching (and evaluating) shares of the "
+                         "problems, each with its own backend; 1: in this process, no Ray.")
+    ray_address: str | None = Field(default=None, description="A Ray cluster for the workers (host:port, "
+                                    "ray://host:port, auto); default: a local runtime for the run.")
 
     @field_validator("algo")
     @classmethod
@@ -227,7 +261,10 @@ class TrainSection(PolicyTrainConfig):
     """The trainer's config with the loop's defaults (the tiny policy, short step completions).
 
     Older run configs held trainer keywords under `train.options`; they are read as fields of this section.
+    `launch` says how the loop runs the stage (the trainer itself ignores it).
     """
+
+    launch: Launch = Field(default_factory=Launch)
 
     lr: float = Field(default=1e-4, gt=0, description="Peak learning rate (AdamW).")
     max_length: int = Field(default=256, ge=8, description="Token limit of prompt + completion.")
@@ -363,9 +400,15 @@ def check_placement(cfg: RunConfig, source: str) -> None:
                            f"'{where.device}' (policy.device)")
 
 
+# Where a run's work happens, not what it computes: a resumed run may change these.
+LAYOUT_FIELDS = ("policy.device", "search.workers", "search.ray_address", "train.launch", "value.training.launch")
+
+
 def config_diff(a: RunConfig, b: RunConfig) -> str | None:
-    """The first dotted field where two configs differ, or None when they are equal."""
+    """The first dotted field where two configs differ (LAYOUT_FIELDS aside), or None when they are equal."""
     def walk(x: Any, y: Any, prefix: str) -> str | None:
+        if prefix in LAYOUT_FIELDS:
+            return None
         if isinstance(x, dict) and isinstance(y, dict):
             for k in list(x) + [k for k in y if k not in x]:
                 d = walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)

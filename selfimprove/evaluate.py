@@ -10,7 +10,7 @@ search accuracy (with the verifier hidden from the answer choice).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envs.base import Environment
@@ -48,13 +48,16 @@ def _mean(xs: Sequence[float]) -> float:
 def evaluate(env: Environment, problems: list[Problem], policy, *, k: int = 8, temperature: float = 1.0,
              seed: int = 0, max_batch: int = 256, value_model=None, search_algo: str | None = None,
              search_config: SearchConfig | Mapping[str, Any] | None = None,
-             progress: Progress = SILENT) -> dict[str, Any]:
+             progress: Progress = SILENT, runner: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Accuracy figures of `policy` on `problems` (all fractions in [0, 1]) and the compute they took.
 
-    Progress reports carry stage "greedy", "best-of-k", then "search".
+    Progress reports carry stage "greedy", "best-of-k", then "search". runner: what searches (default
+    `search.api.run_search`; a `selfimprove.ray_search.SearchPool.run_search` fans out over Ray workers).
     """
-    from search.api import run_search
+    from search.api import run_search as local_search
     from search.registry import make_config
+
+    run_search = runner or local_search
 
     out: dict[str, Any] = {"problems": len(problems), "k": k}
     t0 = time.perf_counter()

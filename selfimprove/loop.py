@@ -16,6 +16,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from envs.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from envs.progress import SILENT, Progress
 from envs.registry import make_env
 from selfimprove.config import TINY, RunConfig, config_diff, parse_config
+from selfimprove.launch import launch_stage
 from selfimprove.report import build_summary, row_from_metrics, write_plot, write_summary
 from selfimprove.rundir import RunDir
 from selfimprove.train.config import SFT
@@ -77,6 +81,12 @@ class Loop:
         where = placement(pol.device, pol.dtype, attn, training=training, prefix="policy.")
         return {"device": where.device, "dtype": where.dtype, "attn_implementation": where.attn_implementation}
 
+    def _policy_recipe(self, path: str | Path, seed: int):
+        """How to build a fresh HF backend on `path` (here, or in each Ray worker)."""
+        from agents import load_policy
+
+        return partial(load_policy, str(path), backend=self.cfg.policy.backend, seed=seed, **self._placement())
+
     def _policy(self, path: str | Path, seed: int):
         """A backend on `path`. HF: a fresh one per stage (cheap to load). vLLM: the run's one engine,
         started once and pointed at `path` (woken, reloaded in place or restarted as needed); search
@@ -86,7 +96,7 @@ class Loop:
 
         pol = self.cfg.policy
         if pol.backend != "vllm":
-            return load_policy(str(path), backend=pol.backend, seed=seed, **self._placement())
+            return self._policy_recipe(path, seed)()
         if self.engine is None:
             self.engine = load_policy(str(path), backend="vllm", **pol.vllm.engine_kwargs(self.cfg.seed))
         elif self.engine.llm is None or getattr(self.engine, "asleep", False) or \
@@ -96,7 +106,7 @@ class Loop:
 
     def _done_with(self, policy) -> None:
         """Release a stage's backend: the kept vLLM engine stays up for the next stage."""
-        if policy is not self.engine:
+        if policy is not None and policy is not self.engine:
             policy.close()
 
     def _make_room(self) -> None:
@@ -109,12 +119,38 @@ class Loop:
             self.engine.close()
             self.engine = None
 
-    def _value_model(self, path: Path | None):
+    def _value_recipe(self, path: Path | None):
         if path is None:
             return None
         from agents.value import HFValueModel
 
-        return HFValueModel(str(path), **self._placement())
+        return partial(HFValueModel, str(path), **self._placement())
+
+    def _value_model(self, path: Path | None):
+        recipe = self._value_recipe(path)
+        return recipe() if recipe is not None else None
+
+    @contextmanager
+    def _searcher(self, policy_dir: Path, value_dir: Path | None, seed: int) -> Iterator[tuple[Any, Any, Any]]:
+        """(run_search, policy, value model) for a search or eval stage: in this process (the run's kept
+        vLLM engine, or a fresh HF backend), or over `search.workers` Ray actors that load the stage's
+        models themselves."""
+        s, pol = self.cfg.search, self.cfg.policy
+        if s.workers == 1:
+            from search.api import run_search
+
+            policy = self._policy(policy_dir, seed)
+            try:
+                yield run_search, policy, self._value_model(value_dir)
+            finally:
+                self._done_with(policy)
+            return
+        from selfimprove.ray_search import searcher
+
+        with searcher(s.workers, s.ray_address, partial(make_env, self.cfg.env.name, self.cfg.env.knobs),
+                      self._policy_recipe(policy_dir, seed), self._value_recipe(value_dir),
+                      backend=pol.backend, device=self._placement()["device"]) as found:
+            yield found
 
     # --- setup ----------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -165,29 +201,23 @@ class Loop:
 
         ev = self.cfg.eval
         problems = self.env.load("test", ev.problems, seed=self.cfg.seed)
-        policy = self._policy(policy_dir, seed)
-        try:
+        with self._searcher(policy_dir, value_dir, seed) as (search_fn, policy, value_model):
             return evaluate(self.env, problems, policy, k=ev.k, temperature=ev.temperature, seed=seed,
-                            max_batch=ev.max_batch, value_model=self._value_model(value_dir),
+                            max_batch=ev.max_batch, value_model=value_model,
                             search_algo=self.cfg.search.algo if ev.search else None,
-                            search_config=self.cfg.search.config, progress=self.progress)
-        finally:
-            self._done_with(policy)
+                            search_config=self.cfg.search.config, progress=self.progress, runner=search_fn)
 
     def _search(self, i: int, policy_dir: Path, value_dir: Path | None) -> dict[str, Any]:
-        from search.api import run_search
         from search.tree import write_trees
         from selfimprove.evaluate import answer_correct, tree_tokens
 
         cfg = self.cfg
         problems = self.env.load("train", cfg.search.problems, seed=stage_seed(cfg.seed, i, "problems"))
-        policy = self._policy(policy_dir, stage_seed(cfg.seed, i, "search"))
-        try:
-            result = run_search(self.env, problems, policy, self._value_model(value_dir), algo=cfg.search.algo,
-                                config=cfg.search.config, seed=stage_seed(cfg.seed, i, "search"),
-                                max_batch=cfg.search.max_batch, progress=self.progress)
-        finally:
-            self._done_with(policy)
+        seed = stage_seed(cfg.seed, i, "search")
+        with self._searcher(policy_dir, value_dir, seed) as (search_fn, policy, value_model):
+            result = search_fn(self.env, problems, policy, value_model, algo=cfg.search.algo,
+                               config=cfg.search.config, seed=seed, max_batch=cfg.search.max_batch,
+                               progress=self.progress)
         n = write_trees(self.run.trees(i), result.trees)
         stats = {k: v for k, v in dict(result.stats or {}).items() if isinstance(v, (int, float, str, bool))}
         return {"trees": n, "nodes": sum(len(t) for t in result.trees),
@@ -226,12 +256,22 @@ class Loop:
         prev = self._latest_value(i)
         init = prev if prev is not None else policy_dir if v.init == "policy" else Path(v.init)
         trees = read_trees(self.run.trees(i))
+        seed = stage_seed(self.cfg.seed, i, "value")
+        launch = v.training.launch
+        where = self._placement(training=True)
         self._make_room()
         try:
             with self.run.atomic_dir(self.run.value(i)) as tmp:
-                metrics = fit_value(trees, tmp, v.training, init_from=str(init),
-                                    seed=stage_seed(self.cfg.seed, i, "value"), progress=self.progress,
-                                    **self._placement(training=True))
+                if launch.launcher == "accelerate":
+                    metrics = launch_stage(f"iter {i} value", ["train-value", "--trees", str(self.run.trees(i)),
+                                                               "--init", str(init), "--out", str(tmp), "--seed",
+                                                               str(seed), "--device", where["device"],
+                                                               "--dtype", where["dtype"]],
+                                           v.training.model_dump(mode="json", exclude={"launch"}),
+                                           num_processes=launch.num_processes, config_file=launch.config_file)
+                else:
+                    metrics = fit_value(trees, tmp, v.training, init_from=str(init), seed=seed,
+                                        progress=self.progress, **where)
         except UserError as e:  # e.g. no terminal nodes to learn from: keep the previous value model
             return {"skipped": str(e), "auroc": None}
         metrics = _jsonable(metrics)
@@ -253,10 +293,20 @@ class Loop:
             if n_records == 0:  # nothing to learn from: the policy carries over unchanged
                 shutil.copytree(policy_dir, tmp, dirs_exist_ok=True)
                 return {"skipped": "no training records", "loss": None}
+            seed, launch = stage_seed(self.cfg.seed, i, "train"), self.cfg.train.launch
+            where = self._placement(training=True)
             self._make_room()
-            metrics = fit_policy(str(policy_dir), str(self.run.pairs(i)), str(tmp), self.cfg.train,
-                                 ref_dir=str(policy_dir), seed=stage_seed(self.cfg.seed, i, "train"),
-                                 progress=self.progress, **self._placement(training=True))
+            if launch.launcher == "accelerate":  # its own multi-process job (DDP / FSDP / DeepSpeed)
+                metrics = launch_stage(f"iter {i} train", ["train", "--policy", str(policy_dir), "--data",
+                                                           str(self.run.pairs(i)), "--out", str(tmp), "--ref",
+                                                           str(policy_dir), "--seed", str(seed),
+                                                           "--device", where["device"], "--dtype", where["dtype"],
+                                                           "--attn", where["attn_implementation"]],
+                                       self.cfg.train.model_dump(mode="json", exclude={"launch"}),
+                                       num_processes=launch.num_processes, config_file=launch.config_file)
+            else:
+                metrics = fit_policy(str(policy_dir), str(self.run.pairs(i)), str(tmp), self.cfg.train,
+                                     ref_dir=str(policy_dir), seed=seed, progress=self.progress, **where)
         metrics = _jsonable(metrics)
         metrics.pop("history", None)
         return metrics
@@ -266,13 +316,19 @@ class Loop:
         """Run every iteration not yet finished; returns the summary (also written to summary.json).
 
         The run directory is held (`RunDir.claim`: ours or free, locked against a second process) for
-        the whole run."""
+        the whole run; with `search.workers` > 1 one Ray runtime serves every stage."""
+        cfg = self.cfg
         with self.run.claim(resume=self.resume, overwrite=self.overwrite):
+            self._write_config()
+            if cfg.search.workers > 1:  # each stage starts its own actors in this runtime
+                from selfimprove.ray_search import ray_session
+
+                with ray_session(cfg.search.ray_address):
+                    return self._run_all()
             return self._run_all()
 
     def _run_all(self) -> dict[str, Any]:
         cfg, run = self.cfg, self.run
-        self._write_config()
         base = self.base_policy()
         self._stage("baseline", None, lambda: {"eval": self._evaluate(base, None, stage_seed(cfg.seed, -1, "eval"))})
         policy_dir = base

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from selfimprove.overrides import parse_sets
 
-__all__ = ["ATTN_OPTION", "DEVICE_OPTION", "DTYPE_OPTION", "JSON_OPTION", "KNOB_OPTION", "app", "console", "emit", "err_console", "parse_sets", "placed", "quiet_transformers"]
+__all__ = ["ATTN_OPTION", "DEVICE_OPTION", "DTYPE_OPTION", "JSON_OPTION", "KNOB_OPTION", "RAY_ADDRESS_OPTION",
+           "WORKERS_OPTION", "app", "console", "emit", "err_console", "parse_sets", "placed", "quiet_transformers"]
 
 app = typer.Typer(
     name="selfimprove",
@@ -37,6 +38,10 @@ def placed(device: str, dtype: str, attn: str, *, training: bool = False) -> dic
 
     where = placement(device, dtype, attn, training=training, prefix="--")
     return {"device": where.device, "dtype": where.dtype, "attn_implementation": where.attn_implementation}
+WORKERS_OPTION = typer.Option(1, "--workers", min=1, help="Ray actors searching shares of the problems, each "
+                              "with its own backend (1: no Ray).")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="A Ray cluster (host:port, ray://host:port or auto) "
+                                  "for --workers; default: a local runtime started and stopped here.")
 
 
 def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> None:

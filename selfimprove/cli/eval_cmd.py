@@ -10,6 +10,8 @@ from selfimprove.cli.app import (
     DTYPE_OPTION,
     JSON_OPTION,
     KNOB_OPTION,
+    RAY_ADDRESS_OPTION,
+    WORKERS_OPTION,
     app,
     emit,
     parse_sets,
@@ -30,28 +32,31 @@ def eval_cmd(
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
     attn: str = ATTN_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
     knobs: list[str] = KNOB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Evaluate a policy on the environment's test split with the verifier."""
     import time
+    from functools import partial
 
     from agents import load_policy
     from envs.registry import make_env
     from selfimprove.cli.app import quiet_transformers
     from selfimprove.cli.bars import Bars
     from selfimprove.evaluate import evaluate
+    from selfimprove.ray_search import searcher
 
     quiet_transformers()
     where = placed(device, dtype, attn)
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     probs = environment.load("test", problems, seed=seed)
-    pol = load_policy(policy, seed=seed, **where)
-    vm = None
+    make_value = None
     if value is not None:
         from agents.value import HFValueModel
 
-        vm = HFValueModel(value, **where)
+        make_value = partial(HFValueModel, value, **where)
     if search is not None:
         from envs.errors import UserError
         from search.registry import unknown_algorithm
@@ -60,8 +65,10 @@ def eval_cmd(
         if why is not None:
             raise UserError(f"--search: {why}")
     t0 = time.perf_counter()
-    with Bars("evaluating", quiet=as_json) as bars:
+    with searcher(workers, ray_address, partial(make_env, env, parse_sets(knobs, option="--knob")),
+                  partial(load_policy, policy, seed=seed, **where), make_value, device=where["device"]) \
+            as (search_fn, pol, vm), Bars("evaluating", quiet=as_json) as bars:
         out = evaluate(environment, probs, pol, k=k, temperature=temperature, seed=seed, value_model=vm,
-                       search_algo=search, progress=bars)
+                       search_algo=search, progress=bars, runner=search_fn)
     out = {"policy": policy, "env": env, **out, "wall_s": round(time.perf_counter() - t0, 2)}
     emit(out, as_json, title=f"eval {policy} on {env}")

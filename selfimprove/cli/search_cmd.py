@@ -11,6 +11,8 @@ from selfimprove.cli.app import (
     DTYPE_OPTION,
     JSON_OPTION,
     KNOB_OPTION,
+    RAY_ADDRESS_OPTION,
+    WORKERS_OPTION,
     app,
     emit,
     parse_sets,
@@ -30,6 +32,8 @@ def search(
     out: str = typer.Option("trees.jsonl", "--out", help="Where to write the trees (one per line)."),
     sets: list[str] = typer.Option([], "--set", help="Algorithm config key=value (repeatable)."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most sequences per backend call."),
+    workers: int = WORKERS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
     knobs: list[str] = KNOB_OPTION,
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
@@ -41,7 +45,6 @@ def search(
     --out is replaced only when it is a trees file selfimprove wrote (or empty)."""
     from envs.io import check_file_output
     from envs.registry import make_env
-    from search.api import run_search
     from search.registry import make_config
     from search.tree import write_trees
 
@@ -53,11 +56,13 @@ def search(
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     items = environment.load(split, problems, seed=seed)
 
+    from functools import partial
+
     from agents import load_policy
     from selfimprove.cli.bars import Bars
+    from selfimprove.ray_search import searcher
 
-    pol = load_policy(policy, seed=seed, **where)
-    val = None
+    make_value = None
     if value is not None:
         from pathlib import Path
 
@@ -65,13 +70,17 @@ def search(
 
         if not Path(value).is_dir():
             raise UserError(f"--value '{value}' is not a directory (a saved value model)")
-        val = HFValueModel(value, **where)
-    with Bars("searching") as bars:
-        result = run_search(environment, items, pol, val, algo=algo, config=config, seed=seed,
-                            max_batch=max_batch, progress=bars)
-    write_trees(out, result.trees)
+        make_value = partial(HFValueModel, value, **where)
+    make_policy = partial(load_policy, policy, seed=seed, **where)
+    with searcher(workers, ray_address, partial(make_env, env, parse_sets(knobs, option="--knob")), make_policy,
+                  make_value, device=where["device"]) as (search_fn, pol, val), Bars("searching") as bars:
+        result = search_fn(environment, items, pol, val, algo=algo, config=config, seed=seed,
+                           max_batch=max_batch, progress=bars)
+    write_trees(out, result.trees)  # only once every worker's share is done
     s = result.stats
     summary = {"out": out, "algo": algo, "env": env, "problems": s["problems"], "accuracy": s["accuracy"],
                "nodes": s["nodes"], "backend_calls": s["backend_calls"], "mean_batch": s["mean_batch"],
-               "tokens": s["tokens"], "wall_s": s["wall_s"], "model_share": s["model_share"]}
+               "tokens": s["tokens"], "wall_s": s["wall_s"], "model_share": s["model_share"], "workers": workers}
+    if "retries" in s:
+        summary["retries"] = s["retries"]
     emit(summary, as_json, title="search")

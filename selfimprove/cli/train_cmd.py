@@ -3,6 +3,10 @@ model on trees). Each option is a field of the trainer's config (defaults from i
 rest. The command writes `--out` atomically: the trainer fills a temp directory swapped in whole. An
 existing `--out` is replaced only when selfimprove wrote it and `--overwrite` is given (HF's
 `overwrite_output_dir`); anything else there is refused before training starts.
+
+Both run the same under `accelerate launch -m selfimprove.cli train ...` (DDP, or FSDP / DeepSpeed from
+the accelerate config file): every process trains its share of each step, only the main one writes
+`--out` and prints the summary.
 """
 
 from __future__ import annotations
@@ -66,9 +70,9 @@ def train(
 ) -> None:
     """Train the policy on preference pairs or lists (or SFT records); print loss, margins and throughput."""
     from envs.errors import UserError
-    from envs.io import atomic_dir
     from selfimprove.cli.bars import Bars
     from selfimprove.train.policy import fit_policy
+    from selfimprove.train.runtime import is_main_process, output_dir
 
     cfg = PolicyTrainConfig.parse({"loss": loss, "backend": backend, "lora": lora, "beta": beta, "lr": lr,
                                    "epochs": epochs, "batch_size": batch_size, "alpha": alpha,
@@ -77,9 +81,11 @@ def train(
     if cfg.qlora and not where["device"].startswith("cuda"):
         raise UserError(f"--set qlora=true: QLoRA (bitsandbytes 4-bit) runs on CUDA only, not on '{where['device']}'")
     quiet_transformers()
-    with Bars("training") as bars, atomic_dir(out, kind="policy", replace="ours" if overwrite else "never") as tmp:
+    with Bars("training", quiet=not is_main_process()) as bars, \
+            output_dir(out, kind="policy", replace="ours" if overwrite else "never") as tmp:
         metrics = fit_policy(policy, data, tmp, cfg, ref_dir=ref, seed=seed, progress=bars, **where)
-    emit({**_summary(metrics), "out": out}, as_json, title=f"train ({cfg.loss}, {cfg.backend})")
+    if is_main_process():
+        emit({**_summary(metrics), "out": out}, as_json, title=f"train ({cfg.loss}, {cfg.backend})")
 
 
 @app.command("train-value")
@@ -103,9 +109,9 @@ def train_value(
 ) -> None:
     """Train the value model on tree nodes; print held-out AUROC before and after."""
     from envs.errors import UserError
-    from envs.io import atomic_dir
     from selfimprove.cli.bars import Bars
     from selfimprove.train import fit_value
+    from selfimprove.train.runtime import is_main_process, output_dir
 
     init_from = init or policy
     if not init_from:
@@ -114,6 +120,8 @@ def train_value(
                                   **parse_sets(sets)}, "train-value")
     where = placed(device, dtype, "sdpa", training=True)
     quiet_transformers()
-    with Bars("training") as bars, atomic_dir(out, kind="value model", replace="ours" if overwrite else "never") as tmp:
+    with Bars("training", quiet=not is_main_process()) as bars, \
+            output_dir(out, kind="value model", replace="ours" if overwrite else "never") as tmp:
         metrics = fit_value(trees, tmp, cfg, init_from=init_from, seed=seed, progress=bars, **where)
-    emit({**_summary(metrics), "out": out}, as_json, title="train-value")
+    if is_main_process():
+        emit({**_summary(metrics), "out": out}, as_json, title="train-value")

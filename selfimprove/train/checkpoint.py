@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from envs.io import atomic_write_json
+from selfimprove.train.runtime import process_device
 
 METRICS_FILE = "training_metrics.json"
 
@@ -34,7 +35,7 @@ def load_trainable(policy_dir: str | os.PathLike, *, device: str = "auto", dtype
     quant = qlora_config(where.device, where.dtype) if qlora else None
     src = resolve_model_path(policy_dir, what="policy")
     tok = load_tokenizer(src)
-    model = load_causal_lm(src, device=where.device, dtype=where.dtype,
+    model = load_causal_lm(src, device=process_device(where.device), dtype=where.dtype,
                            attn_implementation=where.attn_implementation, quantization_config=quant)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
@@ -79,14 +80,20 @@ def merged_for_saving(model, policy_dir: str | os.PathLike, *, qlora: bool):
         return PeftModel.from_pretrained(base, tmp).merge_and_unload()
 
 
-def save_trained(model, tokenizer, out_dir: str | os.PathLike, metrics: dict[str, Any]) -> None:
+def save_trained(model, tokenizer, out_dir: str | os.PathLike, metrics: dict[str, Any], *,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """Write model + tokenizer + training_metrics.json into `out_dir` (created when missing), and the
-    weights probe an inference engine checks an in-place reload against (agents.probe)."""
+    weights probe an inference engine checks an in-place reload against (agents.probe).
+
+    state_dict: the weights when they live elsewhere (gathered from FSDP / DeepSpeed shards)."""
     from agents import probe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    if state_dict is None:
+        model.save_pretrained(out)
+    else:
+        model.save_pretrained(out, state_dict=state_dict)
     tokenizer.save_pretrained(out)
     probe.write(model, tokenizer, out)
     atomic_write_json(out / METRICS_FILE, metrics)

@@ -23,15 +23,18 @@ from selfimprove.train.checkpoint import load_trainable, merged_for_saving, peak
 from selfimprove.train.config import PolicyTrainConfig
 from selfimprove.train.data import Batch, Example, batches, collate, tokenize
 from selfimprove.train.fit import fit, linear_schedule
-from selfimprove.train.logps import shared_logps
+from selfimprove.train.logps import TokenScorer, shared_logps
 from selfimprove.train.reference import attach_reference, mean_margin, reference_items
+from selfimprove.train.runtime import Runtime
 
 
 def batch_loss(model, batch: Batch, loss: str, beta: float, alpha: float,
-               asr: bool = True) -> tuple[torch.Tensor, dict]:
+               asr: bool = True, norm: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
     """Weighted mean loss of a batch, plus margin / accuracy of the implicit rewards.
 
-    asr: TPO's Adaptive Step Reward (step similarity weighting); off = every step weighs 1.
+    model: the policy or its TokenScorer. asr: TPO's Adaptive Step Reward (step similarity weighting);
+    off = every step weighs 1. norm: {"weight": the records' total weight over the whole optimiser step}
+    when the step is split across processes or micro-batches (default: this batch's own total).
     """
     comp, steps = shared_logps(model, batch.packed)
     dev = comp.device
@@ -50,7 +53,7 @@ def batch_loss(model, batch: Batch, loss: str, beta: float, alpha: float,
             total = (d * mask).sum(-1)
             margins.append(beta * (total[0] - total[1:].mean()))
         w = torch.tensor([ex.weight for ex in batch.examples], device=dev)
-        value = (torch.stack(per) * w).sum() / w.sum().clamp(min=1e-12)
+        value = (torch.stack(per) * w).sum() / _normaliser(w, norm)
         m = torch.stack(margins).detach()
         return value, {"margin": m.mean().item(), "accuracy": (m > 0).float().mean().item()}
     ci = torch.tensor([ii[0] for ii in batch.item_index], device=dev)
@@ -62,9 +65,18 @@ def batch_loss(model, batch: Batch, loss: str, beta: float, alpha: float,
                       eps=torch.tensor([ex.eps for ex in batch.examples], device=dev),
                       chosen_logps=comp[ci], chosen_len=lens[ci], rejected_len=lens[ri], alpha=alpha)
     w = torch.tensor([ex.weight for ex in batch.examples], device=dev)
-    value = (per * w).sum() / w.sum().clamp(min=1e-12)
+    value = (per * w).sum() / _normaliser(w, norm)
     h = (chosen - rejected).detach()
     return value, {"margin": (beta * h).mean().item(), "accuracy": (h > 0).float().mean().item()}
+
+
+def _normaliser(w: torch.Tensor, norm: dict[str, float] | None) -> torch.Tensor | float:
+    return w.sum().clamp(min=1e-12) if norm is None else max(norm["weight"], 1e-12)
+
+
+def record_weights(examples: list[Example]) -> dict[str, float]:
+    """What a batch's loss is normalised by (`fit`'s count_fn): the records' total weight."""
+    return {"weight": float(sum(ex.weight for ex in examples))}
 
 
 def wrap_lora(model, r: int, alpha: int):
@@ -110,37 +122,44 @@ def train_compact(policy_dir: str | os.PathLike, records: list[Record], out_dir:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    rt = Runtime.of(cfg)
+    scorer, opt = rt.prepare(TokenScorer(model), opt)
     rng = random.Random(seed)
     plan = [batches(examples, cfg.batch_size, rng) for _ in range(cfg.epochs)]
     total = sum(len(p) for p in plan)
-    count = {"tokens": 0, "packed": 0}
+    count = {"packed": 0}
 
     # The collated batch stays alive until the next one is built, as in the loop this trainer had before
     # the shared one: the float results here depend on tensor lifetimes (allocator reuse), and with this
     # the demo's step-DPO reproduces bit for bit. (TPO varies ~1e-7 even between two identical runs.)
     held: dict[str, Batch] = {}
 
-    def step_loss(exs: list[Example]) -> tuple[torch.Tensor, dict]:
+    def step_loss(exs: list[Example], norm: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
         held["batch"] = b = collate(exs, pad, share_prefix=cfg.share_prefix)
-        value, stats = batch_loss(model, b, loss, cfg.beta, cfg.alpha, asr=cfg.tpo_asr)
-        count["tokens"] += sum(ex.num_tokens for ex in exs)
+        value, stats = batch_loss(scorer, b, loss, cfg.beta, cfg.alpha, asr=cfg.tpo_asr, norm=norm)
         count["packed"] += int(b.packed.input_ids.ne(pad).sum()) if cfg.share_prefix else 0
         return value, stats
 
     t0 = time.perf_counter()
     history = fit(params, opt, (exs for epoch in plan for exs in epoch), step_loss, total=total,
-                  grad_clip=cfg.grad_clip, scheduler=linear_schedule(opt, cfg.warmup_steps, total), progress=progress)
+                  grad_clip=cfg.grad_clip, scheduler=linear_schedule(opt, cfg.warmup_steps, total), progress=progress,
+                  runtime=rt, count_fn=record_weights, model=scorer)
     wall = time.perf_counter() - t0
+    state = rt.state_dict(scorer)
     if cfg.lora or cfg.qlora:
         model = merged_for_saving(model, policy_dir, qlora=cfg.qlora)
-    tokens = count["tokens"]
+    tokens = sum(ex.num_tokens for epoch in plan for exs in epoch for ex in exs)
+    # Packed tokens over every process (a process whose part of a step is empty scores one record, times 0).
+    count["packed"] = int(rt.sum(torch.tensor([count["packed"]], dtype=torch.float64)).item())
     metrics = {
         "backend": "compact", "loss": loss, "beta": cfg.beta, "lr": cfg.lr, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "lora": cfg.lora, "qlora": cfg.qlora, "examples": len(examples),
         "steps": len(history), "truncated_records": counts["truncated"], "skipped_records": counts["skipped"],
         "device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
         "attn_implementation": attn,
-        "share_prefix": cfg.share_prefix, "tpo_asr": cfg.tpo_asr,
+        "share_prefix": cfg.share_prefix, "tpo_asr": cfg.tpo_asr, "processes": rt.world,
+        "mixed_precision": cfg.mixed_precision, "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
         "final_loss": history[-1]["loss"] if history else None,
         "first_loss": history[0]["loss"] if history else None,
         "train_margin": history[-1]["margin"] if history else None,
@@ -152,5 +171,14 @@ def train_compact(policy_dir: str | os.PathLike, records: list[Record], out_dir:
         after = mean_margin(model, evals, pad, cfg.beta)
         metrics.update(eval_margin_before=eval_before["margin"], eval_margin_after=after["margin"],
                        eval_accuracy_before=eval_before["accuracy"], eval_accuracy_after=after["accuracy"])
-    save_trained(model, tok, out_dir, metrics)
+    if rt.is_main:
+        save_trained(model, tok, out_dir, metrics, state_dict=None if cfg.lora or cfg.qlora else _lm_state(state))
+    rt.wait()
     return metrics
+
+
+def _lm_state(state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """The LM's own state dict from the (gathered) TokenScorer's: its keys lose the `model.` prefix."""
+    if state is None:
+        return None
+    return {k.removeprefix("model."): v for k, v in state.items()}

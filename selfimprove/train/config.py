@@ -33,9 +33,21 @@ TRL_LOSS_TYPES: dict[str, tuple[list[str], bool]] = {
 
 
 class TrainerConfig(BaseModel):
-    """A trainer config: unknown keys are errors; `parse` turns a mapping into one or a UserError."""
+    """A trainer config: unknown keys are errors; `parse` turns a mapping into one or a UserError.
+
+    Every trainer runs through `fit` under an accelerate `Accelerator` (`runtime.Runtime`): these fields
+    say how (the number of processes comes from `accelerate launch`, not from here).
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        default="no", description="Autocast forward passes in bf16 or fp16 (weights and optimizer stay fp32); "
+        "bf16 works on CPU too.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Cut each step's batch into this many micro-batches (less memory, same step).")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in backward (non-reentrant): less memory, ~30% slower.")
 
     @classmethod
     def parse(cls, config: BaseModel | Mapping[str, Any] | None, source: str) -> Self:
@@ -60,7 +72,8 @@ class PolicyTrainConfig(TrainerConfig):
     beta: float = Field(default=0.1, gt=0, description="Strength of the KL anchor to the reference (β).")
     lr: float = Field(default=1e-5, gt=0, description="Peak learning rate (AdamW).")
     epochs: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=8, ge=1, description="Records per optimizer step.")
+    batch_size: int = Field(default=8, ge=1, description="Records per optimizer step, over all processes and "
+                            "accumulation micro-batches together.")
     max_length: int = Field(default=1024, ge=1, description="Token limit of prompt + completion.")
     lora: bool = Field(default=False, description="Train a LoRA adapter (merged into the saved model).")
     lora_r: int = Field(default=8, ge=1)

@@ -130,9 +130,24 @@ def hidden_dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+class TokenScorer(torch.nn.Module):
+    """`token_logps` as a module's forward. The trunk + head pass bypasses the LM's own forward, so a
+    DDP / FSDP / DeepSpeed wrapper (which syncs gradients through forward) must wrap this module instead."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, packed: Packed) -> torch.Tensor:
+        return token_logps(self.model, packed)
+
+
 def shared_logps(model, packed: Packed) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-completion summed logps [C], per-step summed logps [S]) through the prefix-shared path."""
-    tok = token_logps(model, packed)
+    """(per-completion summed logps [C], per-step summed logps [S]) through the prefix-shared path.
+
+    model: a causal LM, or a TokenScorer (possibly wrapped by accelerate's `prepare`)."""
+    inner = getattr(model, "module", model)
+    tok = model(packed) if isinstance(inner, TokenScorer) else token_logps(model, packed)
     comp = tok.new_zeros(packed.num_completions).index_add(0, packed.completion_of.to(tok.device), tok)
     steps = tok.new_zeros(packed.num_steps).index_add(0, packed.step_of.to(tok.device), tok)
     return comp, steps

@@ -23,6 +23,7 @@ from selfimprove.train.config import PolicyTrainConfig
 from selfimprove.train.data import fit_length
 from selfimprove.train.fit import fit
 from selfimprove.train.logps import naive_logps
+from selfimprove.train.runtime import Runtime
 
 
 def verified_solutions(trees: Iterable[Tree], *, iteration: int = 0) -> list[dict]:
@@ -81,7 +82,10 @@ def train_sft(policy_dir: str | os.PathLike, records: Sequence[dict], out_dir: s
                         f"{cfg.max_length} tokens (overlong: skip)")
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    rt = Runtime.of(cfg)
+    lm, opt = rt.prepare(model, opt)
     per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
     token_count = [0]
 
@@ -92,19 +96,32 @@ def train_sft(policy_dir: str | os.PathLike, records: Sequence[dict], out_dir: s
             for start in range(0, len(order), cfg.batch_size):
                 yield [examples[i] for i in order[start:start + cfg.batch_size]]
 
-    def nll(batch: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, dict]:
-        logps = naive_logps(model, [b[0] for b in batch], [b[1] for b in batch], tok.pad_token_id)
-        n_tok = sum(len(b[1]) for b in batch)
-        token_count[0] += n_tok
-        return -logps.sum() / n_tok, {}
+    def nll(batch: list[tuple[list[int], list[int]]], norm: dict[str, float] | None = None
+            ) -> tuple[torch.Tensor, dict]:
+        """Mean NLL per completion token: of this batch, or (split steps) of the whole step's tokens."""
+        logps = naive_logps(lm, [b[0] for b in batch], [b[1] for b in batch], tok.pad_token_id)
+        return -logps.sum() / (completion_tokens(batch)["tokens"] if norm is None else norm["tokens"]), {}
+
+    def counted() -> Iterator[list[tuple[list[int], list[int]]]]:
+        for batch in epochs():
+            token_count[0] += int(completion_tokens(batch)["tokens"])
+            yield batch
 
     t0 = time.time()
-    history = fit(list(model.parameters()), opt, epochs(), nll, total=cfg.epochs * per_epoch,
-                  grad_clip=cfg.grad_clip, progress=progress)
+    history = fit(params, opt, counted(), nll, total=cfg.epochs * per_epoch, grad_clip=cfg.grad_clip,
+                  progress=progress, runtime=rt, count_fn=completion_tokens, model=lm)
     seconds = time.time() - t0
     last = [row["loss"] for row in history[-per_epoch:]]
     metrics = {"loss": sum(last) / len(last), "steps": len(history), "examples": len(examples),
                "tokens": token_count[0], "seconds": seconds, "truncated_records": counts["truncated"],
                "skipped_records": counts["skipped"], "history": history}
-    save_trained(model, tok, out_dir, metrics)
+    state = rt.state_dict(lm)
+    if rt.is_main:
+        save_trained(model, tok, out_dir, metrics, state_dict=state)
+    rt.wait()
     return metrics
+
+
+def completion_tokens(batch: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
+    """What SFT's loss is normalised by (`fit`'s count_fn): the completion tokens."""
+    return {"tokens": float(sum(len(c) for _, c in batch))}

@@ -31,6 +31,7 @@ from envs.errors import UserError
 from envs.io import atomic_dir
 from envs.progress import SILENT, Progress, Staged
 from selfimprove.train.fit import fit
+from selfimprove.train.runtime import Runtime
 
 MANIFEST = "policy_build.json"
 FORMAT = "selfimprove-tiny-policy/1"
@@ -190,6 +191,8 @@ def _train(env, out: Path, *, steps: int, seed: int, progress: Progress) -> dict
                              {"params": no_decay, "weight_decay": 0.0}], lr=OPTIM["lr"], betas=OPTIM["betas"])
     sched = get_cosine_schedule_with_warmup(opt, OPTIM["warmup"], steps)
     model.train()
+    rt = Runtime()  # one fp32 process unless launched under accelerate (then each step is split)
+    lm, opt = rt.prepare(model, opt)
 
     def batches() -> Iterator[list[tuple[list[int], int]]]:
         """`steps` batches of (token ids, prompt length), drawn LENGTH_GROUP batches at a time."""
@@ -199,7 +202,7 @@ def _train(env, out: Path, *, steps: int, seed: int, progress: Progress) -> dict
                 queue = _length_grouped_batches(env, problems, prompts, prompt_len, tok, rng, batch, eos, LENGTH_GROUP)
             yield queue.pop()
 
-    def loss_fn(rows: list[tuple[list[int], int]]):
+    def loss_fn(rows: list[tuple[list[int], int]], norm: dict[str, float] | None = None):
         L = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), L), pad, dtype=torch.long)
         labels = torch.full((len(rows), L), -100, dtype=torch.long)
@@ -207,11 +210,16 @@ def _train(env, out: Path, *, steps: int, seed: int, progress: Progress) -> dict
             input_ids[b, :len(ids)] = torch.tensor(ids)
             labels[b, n_prompt:len(ids)] = input_ids[b, n_prompt:len(ids)]
         # Right padding: pads come after every real token, so the causal model needs no mask.
+        # A split step divides by the step's label count (transformers' num_items_in_batch), not this part's.
+        kw = {} if norm is None else {"num_items_in_batch": torch.tensor(norm["tokens"])}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST_BF16):
-            return model(input_ids=input_ids, labels=labels).loss, {}
+            return lm(input_ids=input_ids, labels=labels, **kw).loss, {}
+
+    def label_tokens(rows: list[tuple[list[int], int]]) -> dict[str, float]:
+        return {"tokens": float(sum(len(ids) - n_prompt for ids, n_prompt in rows))}
 
     history = fit(params, opt, batches(), loss_fn, total=steps, grad_clip=OPTIM["clip"], scheduler=sched,
-                  progress=progress)
+                  progress=progress, runtime=rt, count_fn=label_tokens, model=lm)
     model.eval()
     model.save_pretrained(out)
     tok.save_pretrained(out)

@@ -29,6 +29,7 @@ from search.tree import Tree, read_trees
 from selfimprove.train.checkpoint import METRICS_FILE, peak_rss_mb
 from selfimprove.train.config import ValueTrainConfig
 from selfimprove.train.fit import fit
+from selfimprove.train.runtime import Runtime, process_device
 
 
 @dataclass
@@ -107,19 +108,33 @@ def evaluate(model, tok, examples: Sequence[ValueExample]) -> dict[str, float | 
     return {"mse": mse, "auroc": auroc([a for a, _ in lab], [y for _, y in lab]) if lab else None}
 
 
-def value_loss(values: torch.Tensor, targets: torch.Tensor, groups: Sequence, *, rank_weight: float,
-               rank_margin: float, rank_gap: float) -> tuple[torch.Tensor, int]:
-    """MSE(values, targets) + rank_weight · mean sibling margin loss; also the number of ranked pairs."""
-    loss = torch.nn.functional.mse_loss(values, targets)
+def ranked_pairs(targets: Sequence[float], groups: Sequence, rank_gap: float) -> tuple[list[int], list[int]]:
+    """(better, worse) indices of sibling pairs whose targets differ by more than rank_gap."""
     a_idx, b_idx = [], []
     for i in range(len(groups)):
         for j in range(len(groups)):
             if i != j and groups[i] == groups[j] and float(targets[i]) > float(targets[j]) + rank_gap:
                 a_idx.append(i)
                 b_idx.append(j)
+    return a_idx, b_idx
+
+
+def value_loss(values: torch.Tensor, targets: torch.Tensor, groups: Sequence, *, rank_weight: float,
+               rank_margin: float, rank_gap: float, norm: Mapping[str, float] | None = None
+               ) -> tuple[torch.Tensor, int]:
+    """MSE(values, targets) + rank_weight · mean sibling margin loss; also the number of ranked pairs.
+
+    norm: {"examples", "rank_pairs"} over the whole optimiser step when it is split across processes or
+    micro-batches (the means become sums over this part divided by those counts)."""
+    a_idx, b_idx = ranked_pairs(targets.tolist(), groups, rank_gap)
+    if norm is None:
+        loss = torch.nn.functional.mse_loss(values, targets)
+    else:
+        loss = (values - targets).pow(2).sum() / max(norm["examples"], 1.0)
     if a_idx and rank_weight > 0:
-        diff = values[a_idx] - values[b_idx]
-        loss = loss + rank_weight * torch.relu(rank_margin - diff).mean()
+        margins = torch.relu(rank_margin - (values[a_idx] - values[b_idx]))
+        ranked = margins.mean() if norm is None else margins.sum() / max(norm["rank_pairs"], 1.0)
+        loss = loss + rank_weight * ranked
     return loss, len(a_idx)
 
 
@@ -137,7 +152,7 @@ def load_value_model(init_from: str | os.PathLike, *, device: str = "auto", dtyp
         ValueHeadModel.from_policy(str(p), **kw)
     if model.tokenizer.pad_token_id is None:
         model.tokenizer.pad_token = model.tokenizer.eos_token
-    return model.to(where.device)
+    return model.to(process_device(where.device))
 
 
 def wrap_trunk_lora(model, r: int, alpha: int) -> None:
@@ -191,6 +206,8 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    rt = Runtime.of(cfg)
+    scorer, opt = rt.prepare(model, opt)
     dev = next(model.parameters()).device
     groups: dict[tuple, list[ValueExample]] = {}
     for e in train:
@@ -205,16 +222,23 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
             for i in range(0, len(flat), cfg.batch_size):
                 yield flat[i : i + cfg.batch_size]
 
-    def loss_fn(batch: list[ValueExample]) -> tuple[torch.Tensor, dict]:
-        raw = model(*_encode(tok, [e.prefix for e in batch], dev)).float()
+    def loss_fn(batch: list[ValueExample], norm: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
+        raw = scorer(*_encode(tok, [e.prefix for e in batch], dev)).float()
         targets = torch.tensor([e.target for e in batch], device=dev)
         loss, n_rank = value_loss(torch.tanh(raw), targets, [e.group for e in batch], rank_weight=cfg.rank_weight,
-                                  rank_margin=cfg.rank_margin, rank_gap=cfg.rank_gap)
+                                  rank_margin=cfg.rank_margin, rank_gap=cfg.rank_gap, norm=norm)
         return loss, {"rank_pairs": n_rank}
+
+    def counts(batch: list[ValueExample]) -> dict[str, float]:
+        """The loss's normalisers (`fit`'s count_fn). Sibling pairs are ranked within a micro-batch."""
+        return {"examples": float(len(batch)),
+                "rank_pairs": float(len(ranked_pairs([e.target for e in batch], [e.group for e in batch],
+                                                     cfg.rank_gap)[0]))}
 
     t0 = time.perf_counter()
     total = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-    history = fit(params, opt, epochs(), loss_fn, total=total, grad_clip=1.0, progress=progress)
+    history = fit(params, opt, epochs(), loss_fn, total=total, grad_clip=1.0, progress=progress, runtime=rt,
+                  count_fn=counts, model=scorer)
     wall = time.perf_counter() - t0
     after = evaluate(model, tok, held)
     metrics = {
@@ -231,8 +255,10 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
     }
     if cfg.lora:
         model.trunk = model.trunk.merge_and_unload()
-    model.save_pretrained(str(out_dir))
-    atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
+    if rt.is_main:
+        model.save_pretrained(str(out_dir))
+        atomic_write_json(Path(out_dir) / METRICS_FILE, metrics)
+    rt.wait()
     return metrics
 
 
