@@ -128,3 +128,17 @@ def test_value_model_picks_the_answer_without_a_verifier():
     assert got == {"rerank": "4", "majority": "3"}
     with pytest.raises(UserError, match="answer_rule='value' needs a value model"):
         run_search(ENV, [P], ScriptedPolicy(SCRIPT, cycle=True), algo="mcts", config=cfg)
+
+
+def test_rerank_skips_samples_without_an_answer():
+    # max_depth 1: "1+2=4" ends the sample without an answer line; the value model likes it best, but a
+    # sample that never answered cannot be the answer.
+    script = {Q: [cand("1+2=4"), cand("A: 3")]}
+    vals = {Q + "1+2=4\n": 0.9, Q + "A: 3\n": 0.1}
+    r = run_search(ENV, [P], ScriptedPolicy(script, cycle=True), ScriptedValue(vals), algo="best_of_n",
+                   config={"n": 2, "vote": "rerank", "max_depth": 1})
+    assert r.trees[0].answer == "3"
+    r = run_search(ENV, [P], ScriptedPolicy(script, cycle=True), ScriptedValue(vals, default=0.0), algo="mcts",
+                   config={"simulations": 2, "expand_n": 2, "max_depth": 1, "verifier": False,
+                           "answer_rule": "value"})
+    assert r.trees[0].answer == "3"

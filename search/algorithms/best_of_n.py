@@ -53,7 +53,8 @@ def best_of_n(ctx: SearchContext[BestOfNConfig]) -> Search:
     else:
         weights = [float(n.visits) for n in terms]
     if cfg.vote == "rerank":
-        set_answer(tree, max(terms, key=lambda n: (n.value or 0.0, n.visits), default=None))
+        answered = [n for n in terms if n.answer is not None]  # a sample that never answered cannot win
+        set_answer(tree, max(answered, key=lambda n: (n.value or 0.0, n.visits), default=None))
     elif cfg.vote == "verifier" and any(n.correct for n in terms):
         set_answer(tree, best_node([n for n in terms if n.correct], lambda n: (n.visits,), cfg))
     else:

@@ -90,7 +90,7 @@ class MCTSConfig(ProcessCheckConfig):
         default="path", description="path: best terminal below the deepest node of the most-visited (committed) "
                             "path that has one (verified-correct first when the verifier may be used); "
                             "visits: most visited terminal; q: highest-Q terminal; value: the terminal the "
-                            "value model (a test-time verifier) rates highest, votes summed per answer.")
+                            "value model (a test-time verifier) rates highest (among terminals with an answer).")
 
 
 class _MCTS:
@@ -333,7 +333,8 @@ class _MCTS:
     def choose_answer(self, committed: list[Node]) -> Node | None:
         tree, cfg = self.tree, self.cfg
         if cfg.answer_rule == "value":  # a test-time verifier: every terminal has its value by now
-            return best_node(tree.terminals(), lambda n: (n.value if n.value is not None else -2.0, n.visits), cfg)
+            answered = [n for n in tree.terminals() if n.answer is not None]
+            return best_node(answered, lambda n: (n.value if n.value is not None else -2.0, n.visits), cfg)
         if cfg.answer_rule != "path":
             key = (lambda n: (n.visits, n.q)) if cfg.answer_rule == "visits" else (lambda n: (n.q, n.visits))
             terms = tree.terminals() if cfg.verifier else ([n for n in tree.terminals() if n.visits]
