@@ -105,10 +105,11 @@ def bench_env(env_name: str, a: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             m = fit_value(r.trees, os.path.join(tmp, name), cfg, init_from=policy_dir, seed=0)
             out[f"{name}_training"] = {k: m[k] for k in ("train_examples", "heldout_examples", "heldout_auroc",
-                                                         "heldout_ece", "heldout_by_depth", "rank_pairs",
+                                                         "heldout_ece", "heldout_pair_accuracy", "heldout_by_depth", "rank_pairs",
                                                          "bt_pairs", "steps")}
             print(f"  {name}: {m['train_examples']} examples, {m['steps']} steps, held-out AUROC "
-                  f"{m['heldout_auroc']:.3f} (before {m['heldout_auroc_before']}), ECE {m['heldout_ece']:.3f} "
+                  f"{m['heldout_auroc']:.3f} (before {m['heldout_auroc_before']}), ECE {m['heldout_ece']:.3f}, "
+                  f"sibling-pair accuracy {m['heldout_pair_accuracy']} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
             print("    by depth: " + ", ".join(f"{d}: AUROC {v['auroc'] if v['auroc'] is None else round(v['auroc'], 3)}"
                                                f" ECE {v['ece']:.3f} (n={v['examples']})"

@@ -171,10 +171,14 @@ def test_calibration_report_by_hand():
     # bins of 0.1: [0.1, 0.15] -> mean p 0.125 vs freq 0.25; [0.9] -> 0.9 vs 1.0
     assert ece([0.1, 0.15, 0.9], [0.0, 0.5, 1.0]) == pytest.approx((2 * 0.125 + 0.1) / 3)
     rep = calibration_report([0.8, -0.8, 0.6, 0.0], [1.0, -1.0, 0.2, -1.0], [1, 0, 1, 0], [1, 1, 2, 2])
-    assert rep["auroc"] == 1.0 and rep["examples"] == 4
+    assert rep["auroc"] == 1.0 and rep["examples"] == 4 and rep["pair_accuracy"] is None
     assert rep["by_depth"]["1"] == {"examples": 2, "auroc": 1.0, "ece": pytest.approx(0.1)}
     # depth 2: p 0.8 vs 0.6 (bin 8), p 0.5 vs 0 (bin 5) -> (0.2 + 0.5)/2
     assert rep["by_depth"]["2"]["ece"] == pytest.approx(0.35)
+    # sibling pairs (labels 1 over 0 in one group): g: 0.8 > -0.8 right; h: 0.6 vs 0.7 wrong, 0.6 vs 0.6 a tie
+    rep = calibration_report([0.8, -0.8, 0.6, 0.7, 0.6], [1, -1, 1, -1, -1], [1, 0, 1, 0, 0], [1] * 5,
+                             ["g", "g", "h", "h", "h"])
+    assert rep["pair_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
 
 
 def test_value_examples_carry_support_and_depth():
@@ -203,3 +207,4 @@ def test_step_verifier_from_preferences_alone_learns(tiny_policy_dir, tmp_path):
                     init_from=tiny_policy_dir, seed=0)
     assert m["bt_pairs"] > 0 and m["rank_pairs"] == 0 and m["heldout_auroc"] > 0.75, m
     assert set(m["heldout_by_depth"]) == {"0", "1", "2"} and m["heldout_ece"] is not None
+    assert m["heldout_pair_accuracy"] > 0.75

@@ -89,11 +89,11 @@ def predict(model, tok, prefixes: Sequence[str], batch_size: int = 64) -> list[f
 def evaluate(model, tok, examples: Sequence[ValueExample]) -> dict[str, Any]:
     """MSE against targets, AUROC on labelled examples, ECE, and both by depth (`calibration_report`)."""
     if not examples:
-        return {"mse": None, "auroc": None, "ece": None, "by_depth": {}}
+        return {"mse": None, "auroc": None, "ece": None, "pair_accuracy": None, "by_depth": {}}
     v = predict(model, tok, [e.prefix for e in examples])
     mse = sum((a - e.target) ** 2 for a, e in zip(v, examples, strict=True)) / len(v)
     rep = calibration_report(v, [e.target for e in examples], [e.label for e in examples],
-                             [e.depth for e in examples])
+                             [e.depth for e in examples], [e.group for e in examples])
     return {"mse": mse, **rep}
 
 
@@ -192,6 +192,7 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
         "heldout_mse_before": before["mse"], "heldout_mse": after["mse"],
         "heldout_auroc_before": before["auroc"], "heldout_auroc": after["auroc"],
         "heldout_ece_before": before["ece"], "heldout_ece": after["ece"], "heldout_by_depth": after["by_depth"],
+        "heldout_pair_accuracy": after.get("pair_accuracy"),
         "losses": {"regression": cfg.regression, "regression_weight": cfg.regression_weight,
                    "rank_weight": cfg.rank_weight, "bt_weight": cfg.bt_weight, "confidence_k": cfg.confidence_k},
         "bt_pairs": sum(row.get("bt_pairs", 0) for row in history),

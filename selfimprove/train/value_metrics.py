@@ -9,7 +9,7 @@ the value is trained to predict. No torch here: numbers in, numbers out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 
@@ -46,10 +46,29 @@ def ece(probs: Sequence[float], freqs: Sequence[float], bins: int = 10) -> float
     return sum(abs(sp - sf) / c * (c / n) for sp, sf, c in sums.values())
 
 
+def pair_accuracy(values: Sequence[float], labels: Sequence[int | None], groups: Sequence[Hashable]
+                  ) -> float | None:
+    """Share of sibling pairs (same group, labels 1 and 0) the values order right (ties count half): what a
+    step verifier trained on sibling preferences is asked to do."""
+    by: dict[Hashable, tuple[list[float], list[float]]] = {}
+    for v, y, g in zip(values, labels, groups, strict=True):
+        if y is not None:
+            by.setdefault(g, ([], []))[0 if y == 1 else 1].append(v)
+    right = total = 0.0
+    for pos, neg in by.values():
+        for a in pos:
+            for b in neg:
+                right += 1.0 if a > b else 0.5 if a == b else 0.0
+                total += 1
+    return right / total if total else None
+
+
 def calibration_report(values: Sequence[float], targets: Sequence[float], labels: Sequence[int | None],
-                       depths: Sequence[int], bins: int = 10) -> dict[str, Any]:
-    """{auroc, ece, examples, by_depth: {depth: {examples, auroc, ece}}} for values in [-1, 1] against
-    Monte-Carlo targets in [-1, 1] and reach-correct labels (None: unlabelled, left out of AUROC)."""
+                       depths: Sequence[int], groups: Sequence[Hashable] | None = None,
+                       bins: int = 10) -> dict[str, Any]:
+    """{auroc, ece, examples, pair_accuracy, by_depth: {depth: {examples, auroc, ece}}} for values in
+    [-1, 1] against Monte-Carlo targets in [-1, 1] and reach-correct labels (None: unlabelled, left out of
+    AUROC); pair_accuracy (sibling pairs, `groups`) is None without groups."""
 
     def one(idx: list[int]) -> dict[str, Any]:
         lab = [i for i in idx if labels[i] is not None]
@@ -58,6 +77,7 @@ def calibration_report(values: Sequence[float], targets: Sequence[float], labels
                 "ece": ece([(1 + values[i]) / 2 for i in idx], [(1 + targets[i]) / 2 for i in idx], bins)}
 
     out = one(list(range(len(values))))
+    out["pair_accuracy"] = pair_accuracy(values, labels, groups) if groups is not None else None
     by: dict[int, list[int]] = {}
     for i, d in enumerate(depths):
         by.setdefault(int(d), []).append(i)
