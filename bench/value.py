@@ -2,7 +2,7 @@
 
 Per environment (the demo's `arithmetic` policy, and a tiny `countdown` policy), step check off:
 
-1. training trees: MCTS (verifier at the leaves, re-expansion) on fresh training problems with the policy;
+1. training trees: MCTS (verifier at the leaves, re-expansion, stop once found) on fresh training problems;
 2. a value model trained on them (MSE + sibling margin + sibling Bradley–Terry; held-out AUROC, ECE, by
    depth) and a Tree-PLV-style step verifier (the Bradley–Terry preference term alone);
 3. on held-out problems: MCTS + value (re-expansion, stop once found) by simulations, each next to
@@ -38,8 +38,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # The environments and the knobs of their tiny policies (arithmetic: the demo's).
 COUNTDOWN_KNOBS = {"min_numbers": 3, "max_numbers": 3}
-VALUE_TRAINING = {"epochs": 2, "lr": 1e-3, "heldout_fraction": 0.2, "batch_size": 32, "bt_weight": 1.0}
-VERIFIER_TRAINING = {"epochs": 2, "lr": 1e-3, "heldout_fraction": 0.2, "batch_size": 32, "regression_weight": 0.0,
+VALUE_TRAINING = {"epochs": 3, "lr": 1e-3, "heldout_fraction": 0.2, "batch_size": 32, "bt_weight": 1.0}
+VERIFIER_TRAINING = {"epochs": 3, "lr": 1e-3, "heldout_fraction": 0.2, "batch_size": 32, "regression_weight": 0.0,
                      "rank_weight": 0.0, "bt_weight": 1.0}
 WIDEN = {"widen": "reexpand", "stop_when_found": True}
 
@@ -95,7 +95,7 @@ def bench_env(env_name: str, a: argparse.Namespace) -> dict[str, Any]:
 
     # 1. training trees
     train = env.load("train", a.train_problems, seed=1)
-    r, row = search(train, "mcts", {"simulations": a.train_sims, "expand_n": 4, "widen": "reexpand"},
+    r, row = search(train, "mcts", {"simulations": a.train_sims, "expand_n": 4, **WIDEN},
                     label=f"training trees: mcts {a.train_sims} sims, {len(train)} problems")
     out["training_search"] = row
     # 2. value model and step verifier
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sims", type=int, default=32, help="MCTS simulations of the headline comparison")
     ap.add_argument("--json", action="store_true", help="(the last line is always the JSON summary)")
     a = ap.parse_args(argv)
-    a.train_problems, a.train_sims = (384, 32) if a.quick else (1024, 32)
+    a.train_problems, a.train_sims = (768, 32) if a.quick else (2048, 32)
     a.test_problems = 96 if a.quick else 256
     a.budgets = [8, 32, 128] if a.quick else [8, 16, 32, 64, 128]
     a.rerank_n = 16
