@@ -8,8 +8,9 @@ Per environment (the demo's `arithmetic` policy, and a tiny `countdown` policy),
 3. on held-out problems: MCTS + value (re-expansion, stop once found) by simulations, each next to
    best-of-N (verifier = pass@N) at the N that matches its tokens: the share of problems with a verified
    answer in the tree ("found") and tokens per problem; the headline is the `--sims` budget;
-4. test time (no gold verifier): MCTS + value picking its answer by value, best-of-N by majority, and
-   best-of-N reranked by the value model and by the step verifier: returned accuracy.
+4. test time (no gold verifier): MCTS + value answering by a value-weighted vote, best-of-16 by majority,
+   by a vote weighted by the value model or the step verifier, and reranked (the single best-rated
+   sample) by either: returned accuracy.
 
     .venv/bin/python bench/value.py [--quick] [--envs arithmetic,countdown] [--threads 1] [--json]
 
@@ -145,8 +146,9 @@ def bench_env(env_name: str, a: argparse.Namespace) -> dict[str, Any]:
         _, tt["mcts_value_answer_by_value"] = search(
             test, "mcts", {"simulations": a.sims, "expand_n": 4, "widen": "reexpand", "verifier": False,
                            "answer_rule": "value"}, value, label=f"mcts + value, {a.sims} sims, answer by value")
-        for vote, vm, name in (("majority", None, "majority"), ("rerank", value, "rerank by value"),
-                               ("rerank", verifier, "rerank by step verifier")):
+        for vote, vm, name in (("majority", None, "majority"), ("value", value, "vote weighted by value"),
+                               ("value", verifier, "vote weighted by step verifier"),
+                               ("rerank", value, "rerank by value"), ("rerank", verifier, "rerank by step verifier")):
             _, tt[f"best_of_{a.rerank_n}_{name.replace(' ', '_')}"] = search(
                 test, "best_of_n", {"n": a.rerank_n, "vote": vote, "verifier": False}, vm,
                 label=f"best-of-{a.rerank_n}, {name}")
@@ -188,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         "majority_accuracy": first["test_time"][f"best_of_{a.rerank_n}_majority"]["accuracy"],
         "verifier_rerank_accuracy": first["test_time"][f"best_of_{a.rerank_n}_rerank_by_step_verifier"]["accuracy"],
         "value_rerank_accuracy": first["test_time"][f"best_of_{a.rerank_n}_rerank_by_value"]["accuracy"],
+        "verifier_vote_accuracy":
+            first["test_time"][f"best_of_{a.rerank_n}_vote_weighted_by_step_verifier"]["accuracy"],
+        "value_vote_accuracy": first["test_time"][f"best_of_{a.rerank_n}_vote_weighted_by_value"]["accuracy"],
+        "mcts_value_answer_accuracy": first["test_time"]["mcts_value_answer_by_value"]["accuracy"],
         "threads": a.threads, "wall_s": round(time.perf_counter() - t0, 1), "per_env": per_env,
     }
     print(json.dumps(summary, default=float))

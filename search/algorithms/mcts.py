@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from envs.errors import UserError
-from search.algorithms.common import best_node, need_value, set_answer
+from search.algorithms.common import best_node, need_value, set_answer, vote
 from search.algorithms.rollouts import GreedyCache, Rollouts
 from search.algorithms.selection import selection_rule
 from search.algorithms.values import backup_mcts_dpo, backup_mean, node_estimator
@@ -89,8 +89,8 @@ class MCTSConfig(ProcessCheckConfig):
     answer_rule: Literal["path", "visits", "q", "value"] = Field(
         default="path", description="path: best terminal below the deepest node of the most-visited (committed) "
                             "path that has one (verified-correct first when the verifier may be used); "
-                            "visits: most visited terminal; q: highest-Q terminal; value: the terminal the "
-                            "value model (a test-time verifier) rates highest (among terminals with an answer).")
+                            "visits: most visited terminal; q: highest-Q terminal; value: a vote over the terminals' "
+                            "answers, each weighted (1 + V)/2 by the value model (a test-time verifier).")
 
 
 class _MCTS:
@@ -333,8 +333,8 @@ class _MCTS:
     def choose_answer(self, committed: list[Node]) -> Node | None:
         tree, cfg = self.tree, self.cfg
         if cfg.answer_rule == "value":  # a test-time verifier: every terminal has its value by now
-            answered = [n for n in tree.terminals() if n.answer is not None]
-            return best_node(answered, lambda n: (n.value if n.value is not None else -2.0, n.visits), cfg)
+            terms = tree.terminals()
+            return vote(terms, [(1.0 + (n.value if n.value is not None else -1.0)) / 2.0 for n in terms])
         if cfg.answer_rule != "path":
             key = (lambda n: (n.visits, n.q)) if cfg.answer_rule == "visits" else (lambda n: (n.q, n.visits))
             terms = tree.terminals() if cfg.verifier else ([n for n in tree.terminals() if n.visits]
