@@ -142,3 +142,21 @@ def test_rerank_skips_samples_without_an_answer():
                    config={"simulations": 2, "expand_n": 2, "max_depth": 1, "verifier": False,
                            "answer_rule": "value"})
     assert r.trees[0].answer == "3"
+
+
+def test_value_vote_weighs_terminals_by_their_path_prior():
+    # The right answer sits on one path the policy takes 60% of the time; two wrong variants of 20% each
+    # answer "4". Equal values: by node count "4" would win 2 to 1; by path prior "3" wins 0.6 to 0.4.
+    from search.algorithms.mcts import path_prior
+
+    tree = Tree(P)
+    right = tree.add_child(0, "1+2=3", prior=0.6)
+    w1, w2 = tree.add_child(0, "1+2=4", prior=0.2), tree.add_child(0, "1+2 = 4", prior=0.2)
+    ends = [tree.add_child(x.id, f"A: {a}", terminal=True, answer=a, value=0.0, prior=1.0)
+            for x, a in ((right, "3"), (w1, "4"), (w2, "4"))]
+    assert [path_prior(tree, n) for n in ends] == pytest.approx([0.6, 0.2, 0.2])
+    cfg = MCTSConfig(verifier=False, answer_rule="value")
+    st = _MCTS(SearchContext(0, P, tree, ENV, cfg, has_value=True), cfg)
+    assert st.choose_answer([tree.root]) is ends[0]
+    ends[1].value = ends[2].value = 1.0  # (1+1)/2·0.2·2 = 0.4 vs (1+0)/2·0.6 = 0.3: the verifier overrules
+    assert st.choose_answer([tree.root]).answer == "4"

@@ -40,7 +40,7 @@ from search.algorithms.rollouts import GreedyCache, Rollouts
 from search.algorithms.selection import selection_rule
 from search.algorithms.values import backup_mcts_dpo, backup_mean, node_estimator
 from search.context import SearchContext
-from search.tree import Node
+from search.tree import Node, Tree
 from search.types import Evaluate, ProcessCheckConfig, Propose, Request, Search
 
 _NEG_INF = float("-inf")
@@ -90,7 +90,8 @@ class MCTSConfig(ProcessCheckConfig):
         default="path", description="path: best terminal below the deepest node of the most-visited (committed) "
                             "path that has one (verified-correct first when the verifier may be used); "
                             "visits: most visited terminal; q: highest-Q terminal; value: a vote over the terminals' "
-                            "answers, each weighted (1 + V)/2 by the value model (a test-time verifier).")
+                            "answers, each weighted by its path prior × (1 + V)/2 from the value model (a "
+                            "test-time verifier).")
 
 
 class _MCTS:
@@ -334,7 +335,8 @@ class _MCTS:
         tree, cfg = self.tree, self.cfg
         if cfg.answer_rule == "value":  # a test-time verifier: every terminal has its value by now
             terms = tree.terminals()
-            return vote(terms, [(1.0 + (n.value if n.value is not None else -1.0)) / 2.0 for n in terms])
+            return vote(terms, [path_prior(tree, n) * (1.0 + (n.value if n.value is not None else -1.0)) / 2.0
+                                for n in terms])
         if cfg.answer_rule != "path":
             key = (lambda n: (n.visits, n.q)) if cfg.answer_rule == "visits" else (lambda n: (n.q, n.visits))
             terms = tree.terminals() if cfg.verifier else ([n for n in tree.terminals() if n.visits]
@@ -354,6 +356,16 @@ class _MCTS:
             if terms:
                 return best_node(terms, lambda n: (n.visits, n.q), cfg)
         return None
+
+
+def path_prior(tree: Tree, node: Node) -> float:
+    """The product of the priors on the path to `node`: the policy's share of its samples that would take
+    this path. A vote over distinct terminals must weigh them by it: right solutions tend to share one path
+    (merged samples), wrong ones to scatter over many."""
+    p = 1.0
+    for n in tree.path(node.id)[1:]:
+        p *= n.prior
+    return p
 
 
 def mcts(ctx: SearchContext[MCTSConfig]) -> Search:
