@@ -159,4 +159,4 @@ def test_value_vote_weighs_terminals_by_their_path_prior():
     st = _MCTS(SearchContext(0, P, tree, ENV, cfg, has_value=True), cfg)
     assert st.choose_answer([tree.root]) is ends[0]
     ends[1].value = ends[2].value = 1.0  # (1+1)/2·0.2·2 = 0.4 vs (1+0)/2·0.6 = 0.3: the verifier overrules
-    assert st.choose_answer([tree.root]).answer == "4"
+    assert st.choose_answer([tree.root]) in (ends[1], ends[2])
