@@ -277,6 +277,7 @@ class Loop:
         metrics = _jsonable(metrics)
         metrics.pop("history", None)
         metrics["auroc"] = metrics.get("heldout_auroc")
+        metrics["ece"] = metrics.get("heldout_ece")  # the calibration report: also heldout_by_depth
         return metrics
 
     def _latest_value(self, i: int) -> Path | None:

@@ -110,6 +110,10 @@ def test_loop_smoke(tmp_path, warm_policy_dir):
     audit = m0["pairs"]["audit"]
     assert audit["pairs"] == m0["pairs"]["count"] and sum(audit["counts"].values()) == audit["pairs"]
     assert summary["rows"][1]["pairs_right"] == audit["shares"]["right-vs-wrong"]
+    # the value model: a calibration report every iteration, warm-started from the previous iteration's
+    assert "ece" in m0["value"] and isinstance(m0["value"]["heldout_by_depth"], dict)
+    m1 = json.loads((run / "iter-001" / "metrics.json").read_text())
+    assert m1["value"]["init_from"].endswith("iter-000/value") and "ece" in m1["value"]
     assert yaml.safe_load((run / "config.yaml").read_text())["search"]["problems"] == 3
     # the next iteration searched with the policy trained in this one
     assert read_trees(run / "iter-001" / "trees.jsonl")[0].checkpoint == str((run / "iter-000" / "policy").resolve())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -126,3 +127,122 @@ def test_value_lora_trains_adapter_and_saves_merged(tiny_policy_dir, tmp_path):
     assert not any("lora" in p.name for p in (tmp_path / "lora").iterdir())
     v = HFValueModel(str(tmp_path / "lora")).value(["Q: 1+2*3\n2*3=6\n", "Q: 1+2*3\n2*3=60\n"])
     assert v[0] != v[1]
+# --- the loss terms and the calibration report, by hand ------------------------------------------------
+
+
+def test_regression_terms_by_hand():
+    from selfimprove.train.value_losses import confidence_weight, regression_loss
+
+    raw = torch.tensor([math.atanh(0.5), 0.0])
+    t = torch.tensor([1.0, 0.0])
+    assert regression_loss(raw, t).item() == pytest.approx((0.25 + 0.0) / 2)
+    # weights 3 : 1 -> (3·0.25 + 0)/4
+    assert regression_loss(raw, t, torch.tensor([3.0, 1.0])).item() == pytest.approx(0.1875)
+    # BCE: raw 0 -> p = sigmoid(0) = 0.5; target 1 (y=1): log 2; target 0 (y=0.5): also log 2
+    assert regression_loss(torch.zeros(2), t, kind="bce").item() == pytest.approx(math.log(2))
+    # raw = atanh(0.5) -> p = sigmoid(2·atanh(0.5)) = 0.75 = (1 + tanh)/2; y = 1 -> -log 0.75
+    assert regression_loss(raw[:1], t[:1], kind="bce").item() == pytest.approx(-math.log(0.75))
+    assert (confidence_weight(3, 1.0), confidence_weight(3, 0.0)) == (0.75, 1.0)
+
+
+def test_bradley_terry_by_hand_and_its_gradient():
+    from selfimprove.train.value_losses import bradley_terry_loss, preference_pairs
+
+    raw = torch.tensor([1.0, 0.0, -1.0, 0.5, 0.2], requires_grad=True)
+    labels = [1, 0, 0, 1, None]
+    groups = ["a", "a", "a", "b", "b"]  # group b has no (1, 0) pair; None is unlabelled
+    assert preference_pairs(labels, groups) == ([0, 0], [1, 2], [0.5, 0.5], 1)
+    loss, n = bradley_terry_loss(raw, labels, groups)
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731  -log sigmoid(d) = softplus(-d)
+    assert n == 2 and loss.item() == pytest.approx((sp(-1.0) + sp(-2.0)) / 2)
+    loss.backward()
+    assert raw.grad is not None
+    g = raw.grad.tolist()
+    assert g[0] < 0 and g[1] > 0 and g[2] > 0 and g[3] == g[4] == 0.0  # descent raises the good step
+    # two groups with pairs: each group counts once (weights 1/(n_pos·n_neg), then / groups)
+    loss2, n2 = bradley_terry_loss(torch.tensor([0.0, 0.0, 2.0, 0.0]), [1, 0, 1, 0], ["a", "a", "b", "b"])
+    assert n2 == 2 and loss2.item() == pytest.approx((math.log(2) + sp(-2.0)) / 2)
+
+
+def test_margin_rank_and_combined_by_hand():
+    from selfimprove.train.value_losses import combined_value_loss, margin_rank_loss
+
+    v = torch.tensor([-0.2, 0.5])
+    loss, n = margin_rank_loss(v, [1.0, -1.0], ["g", "g"], margin=0.1, gap=0.1)
+    assert n == 1 and loss.item() == pytest.approx(0.8)  # relu(0.1 − (−0.2 − 0.5))
+    raw = torch.atanh(v)
+    loss, parts = combined_value_loss(raw, [1.0, -1.0], [1, 0], ["g", "g"], regression_weight=0.5,
+                                      rank_weight=2.0, bt_weight=1.0)
+    mse = ((-0.2 - 1) ** 2 + (0.5 + 1) ** 2) / 2
+    bt = math.log1p(math.exp(-(math.atanh(-0.2) - math.atanh(0.5))))
+    assert parts["regression"] == pytest.approx(mse) and parts["bt"] == pytest.approx(bt, rel=1e-5)
+    assert loss.item() == pytest.approx(0.5 * mse + 2.0 * 0.8 + bt, rel=1e-5)
+    assert (parts["rank_pairs"], parts["bt_pairs"]) == (1, 1)
+
+
+def test_calibration_report_by_hand():
+    from selfimprove.train.value_metrics import calibration_report, ece
+
+    # bins of 0.1: [0.1, 0.15] -> mean p 0.125 vs freq 0.25; [0.9] -> 0.9 vs 1.0
+    assert ece([0.1, 0.15, 0.9], [0.0, 0.5, 1.0]) == pytest.approx((2 * 0.125 + 0.1) / 3)
+    rep = calibration_report([0.8, -0.8, 0.6, 0.0], [1.0, -1.0, 0.2, -1.0], [1, 0, 1, 0], [1, 1, 2, 2])
+    assert rep["auroc"] == 1.0 and rep["examples"] == 4 and rep["pair_accuracy"] is None
+    assert rep["by_depth"]["1"] == {"examples": 2, "auroc": 1.0, "ece": pytest.approx(0.1)}
+    # depth 2: p 0.8 vs 0.6 (bin 8), p 0.5 vs 0 (bin 5) -> (0.2 + 0.5)/2
+    assert rep["by_depth"]["2"]["ece"] == pytest.approx(0.35)
+    # sibling pairs (labels 1 over 0 in one group): g: 0.8 > -0.8 right; h: 0.6 vs 0.7 wrong, 0.6 vs 0.6 a tie
+    rep = calibration_report([0.8, -0.8, 0.6, 0.7, 0.6], [1, -1, 1, -1, -1], [1, 0, 1, 0, 0], [1] * 5,
+                             ["g", "g", "h", "h", "h"])
+    assert rep["pair_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
+
+
+def test_value_examples_carry_support_and_depth():
+    a = read_trees(FIX)[0]
+    exs = value_examples([a])
+    counts = a.outcome_counts()
+    kept = [n for n in sorted(a, key=lambda n: n.id) if counts[n.id][0] > 0]
+    assert [(e.support, e.depth) for e in exs] == [(counts[n.id][0], n.depth) for n in kept]
+
+
+def test_value_config_needs_a_loss():
+    from selfimprove.train.config import ValueTrainConfig
+
+    with pytest.raises(UserError, match="all 0: nothing to train"):
+        ValueTrainConfig.parse({"regression_weight": 0, "rank_weight": 0}, "value")
+    assert ValueTrainConfig.parse({"regression_weight": 0, "rank_weight": 0, "bt_weight": 1}, "v").bt_weight == 1
+
+
+def test_step_verifier_from_preferences_alone_learns(tiny_policy_dir, tmp_path):
+    # Tree-PLV-style: only the sibling Bradley–Terry term; the report has calibration by depth.
+    from selfimprove.train import train_value
+
+    m = train_value(arith_trees(40, 0), tmp_path / "v", {"epochs": 4, "lr": 3e-3, "heldout_fraction": 0.25,
+                                                          "batch_size": 16, "regression_weight": 0,
+                                                          "rank_weight": 0, "bt_weight": 1},
+                    init_from=tiny_policy_dir, seed=0)
+    assert m["bt_pairs"] > 0 and m["rank_pairs"] == 0 and m["heldout_auroc"] > 0.75, m
+    assert set(m["heldout_by_depth"]) == {"0", "1", "2"} and m["heldout_ece"] is not None
+    assert m["heldout_pair_accuracy"] > 0.75
+
+
+def test_combined_loss_split_by_step_counts_adds_up_to_the_whole():
+    """A step cut into parts (processes / micro-batches), each term divided by its count over the whole step
+    (value_counts summed), gives the whole batch's loss when sibling groups stay within one part."""
+    from selfimprove.train.value_losses import combined_value_loss, value_counts
+
+    raw = torch.tensor([0.3, -0.2, 0.9, 0.1, -0.7, 0.4])
+    targets = [1.0, -1.0, 0.5, 1.0, -1.0, -0.2]
+    labels = [1, 0, 1, 1, 0, None]
+    groups = ["a", "a", "a", "b", "b", "c"]
+    weights = [0.5, 1.0, 0.75, 1.0, 0.25, 1.0]
+    def loss(p: slice, norm=None) -> torch.Tensor:
+        return combined_value_loss(raw[p], targets[p], labels[p], groups[p], weights[p], regression_weight=0.7,
+                                   rank_weight=1.3, bt_weight=0.9, rank_gap=0.1, norm=norm)[0]
+
+    whole = loss(slice(0, 6))
+    parts = [slice(0, 3), slice(3, 6)]
+    counts = [value_counts(targets[p], labels[p], groups[p], weights[p], 0.1) for p in parts]
+    norm = {k: sum(c[k] for c in counts) for k in counts[0]}
+    assert norm == {"weight": 4.5, "rank_pairs": 4.0, "bt_groups": 2.0}  # a: 3 ranked pairs, b: 1
+    split = sum(loss(p, norm) for p in parts)
+    assert float(split) == pytest.approx(float(whole), rel=1e-6)

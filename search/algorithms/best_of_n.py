@@ -3,7 +3,8 @@
 The N paths share nodes where their steps coincide (identical siblings merge); `visits` counts how many of
 the N samples pass through a node. Voting: `majority` (answers weighted by sample count), `value`
 (weighted by count × (1 + V)/2 from the value model), `verifier` (a verified-correct answer if any sample
-found one, else majority — the pass@N oracle, for training-time search).
+found one, else majority — the pass@N oracle, for training-time search), `rerank` (the sample the value
+model — e.g. a Tree-PLV step verifier — rates highest: a test-time verifier without references).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from search.types import Evaluate, Propose, Request, Search, SearchConfig
 
 class BestOfNConfig(SearchConfig):
     n: int = Field(default=8, ge=1, description="Number of sampled solutions.")
-    vote: Literal["majority", "value", "verifier"] = "majority"
+    vote: Literal["majority", "value", "verifier", "rerank"] = "majority"
 
 
 def best_of_n(ctx: SearchContext[BestOfNConfig]) -> Search:
     tree, cfg = ctx.tree, ctx.config
-    if cfg.vote == "value":
-        need_value(ctx.has_value, "best_of_n vote='value'")
+    if cfg.vote in ("value", "rerank"):
+        need_value(ctx.has_value, f"best_of_n vote='{cfg.vote}'")
     streams: dict[int, int] = {tree.root.id: cfg.n}  # node id -> samples currently ending there
     tree.root.visits = cfg.n
     while streams and not ctx.out_of_budget():
@@ -44,14 +45,17 @@ def best_of_n(ctx: SearchContext[BestOfNConfig]) -> Search:
                         streams[cid] = streams.get(cid, 0) + 1
         ctx.simulations += 1
     terms = [n for n in tree.terminals() if n.visits]
-    if cfg.vote == "value":
+    if cfg.vote in ("value", "rerank"):
         todo = [n.id for n in terms if n.value is None]
         if todo:
             yield [Evaluate(todo)]
         weights = [n.visits * (1.0 + (n.value or 0.0)) / 2.0 for n in terms]  # every value is in by now
     else:
         weights = [float(n.visits) for n in terms]
-    if cfg.vote == "verifier" and any(n.correct for n in terms):
+    if cfg.vote == "rerank":
+        answered = [n for n in terms if n.answer is not None]  # a sample that never answered cannot win
+        set_answer(tree, max(answered, key=lambda n: (n.value or 0.0, n.visits), default=None))
+    elif cfg.vote == "verifier" and any(n.correct for n in terms):
         set_answer(tree, best_node([n for n in terms if n.correct], lambda n: (n.visits,), cfg))
     else:
         set_answer(tree, vote(terms, weights))

@@ -8,6 +8,14 @@ With `step_check`, a step the env's process verifier rejects is a dead end: valu
 expanded, and a rollout that reaches one stops there; a node whose children are all dead ends is expanded
 again.
 
+Turning budget into coverage (off by default): a simulation that ends on a terminal whose verdict is known
+buys nothing but a repeated number. `widen="reexpand"` never selects a known child (a scored terminal, a
+rejected step, a step the value model prunes) while a sibling is open, and expands a node whose children
+are all known again (fresh samples); `widen="progressive"` (progressive widening) lets a node hold
+`ceil(pw_k · N^pw_alpha)` sampled steps and samples more as its visit count N grows, plus the re-expansion
+rule. `prune_below` makes a child the value model rates below it a dead end (a learned step check);
+`stop_when_found` ends the search once the verifier confirms an answer (coverage at the fewest tokens).
+
 The parts, each small: the selection rule (`selection.py`: PUCT, AlphaZero-PUCT or UCT) and the node
 values (`values.node_value`: unvisited children, leaves) are bound once per search; a round selects a
 batch of leaves (`select_batch`), asks for their expansions, values and rollouts (`evaluate_batch`;
@@ -27,12 +35,12 @@ import numpy as np
 from pydantic import Field
 
 from envs.errors import UserError
-from search.algorithms.common import best_node, need_value, set_answer
+from search.algorithms.common import best_node, need_value, set_answer, vote
 from search.algorithms.rollouts import GreedyCache, Rollouts
 from search.algorithms.selection import selection_rule
 from search.algorithms.values import backup_mcts_dpo, backup_mean, node_estimator
 from search.context import SearchContext
-from search.tree import Node
+from search.tree import Node, Tree
 from search.types import Evaluate, ProcessCheckConfig, Propose, Request, Search
 
 _NEG_INF = float("-inf")
@@ -67,10 +75,23 @@ class MCTSConfig(ProcessCheckConfig):
     virtual_loss_value: float = Field(default=-1.0, description="Value each pending (virtual) visit counts as.")
     root_noise_eps: float = Field(default=0.0, ge=0, le=1, description="Dirichlet noise weight on root priors (0 = off).")
     root_noise_alpha: float = Field(default=0.3, gt=0)
-    answer_rule: Literal["path", "visits", "q"] = Field(
+    widen: Literal["off", "reexpand", "progressive"] = Field(
+        default="off", description="reexpand: a node whose children are all known (scored terminals, rejected or "
+                           "pruned steps) is expanded again instead of a known terminal being re-scored; "
+                           "progressive: also widen a node to ceil(pw_k·N^pw_alpha) sampled steps as its visits N grow.")
+    pw_k: float = Field(default=2.0, gt=0, description="progressive: sampled steps allowed = ceil(pw_k · N^pw_alpha).")
+    pw_alpha: float = Field(default=0.5, ge=0, le=1, description="progressive: growth exponent of the widening.")
+    prune_below: float | None = Field(
+        default=None, description="A child whose value estimate is below this is a dead end (needs a value model); "
+                          "a node whose children are all dead ends is expanded again.")
+    stop_when_found: bool = Field(default=False, description="Stop once the verifier confirms a correct answer "
+                                                     "(needs verifier=true).")
+    answer_rule: Literal["path", "visits", "q", "value"] = Field(
         default="path", description="path: best terminal below the deepest node of the most-visited (committed) "
                             "path that has one (verified-correct first when the verifier may be used); "
-                            "visits: most visited terminal; q: highest-Q terminal.")
+                            "visits: most visited terminal; q: highest-Q terminal; value: a vote over the terminals' "
+                            "answers, each weighted by its path prior × (1 + V)/2 from the value model (a "
+                            "test-time verifier).")
 
 
 class _MCTS:
@@ -88,6 +109,19 @@ class _MCTS:
         if lam > 0 and not cfg.verifier:
             raise UserError("mcts rollout_weight > 0 needs verifier=true (a rollout is scored by the verifier)")
         self.lam = lam
+        if cfg.prune_below is not None:
+            need_value(ctx.has_value, "mcts prune_below")
+        if cfg.answer_rule == "value":
+            need_value(ctx.has_value, "mcts answer_rule='value'")
+        if cfg.stop_when_found and not cfg.verifier:
+            raise UserError("mcts stop_when_found needs verifier=true (only the verifier can confirm an answer)")
+        # Known-children rules (widening, pruning): a known child is never selected while a sibling is open.
+        self.skip_known = cfg.widen != "off"
+        self.known_rules = self.skip_known or cfg.prune_below is not None
+        self.progressive = cfg.widen == "progressive"
+        self.exhausted: set[int] = set()  # re-expanded without a new child: known, like a terminal
+        self.drawn: dict[int, int] = {}    # steps sampled under each node by MCTS expansions (progressive)
+        self.scanned = 0                   # stop_when_found: nodes already looked at for a correct terminal
         self.rule = selection_rule(cfg.selection, c_puct=cfg.c_puct, c_init=cfg.c_init, c_base=cfg.c_base,
                                    c_uct=cfg.c_uct, unvisited_by_prior=not self.unvisited_value)
         # Q of an unvisited child: its verdict or check, its value estimate (when `unvisited` says so), else fpu.
@@ -108,11 +142,18 @@ class _MCTS:
         right step). A child's Q counts its pending (virtual) visits as worth virtual_loss_value."""
         children, expanded, step_check = self.tree.children, self.expanded, self.cfg.step_check
         rule, unvisited_q, vl_value, noise = self.rule, self.unvisited_q, self.cfg.virtual_loss_value, self.noise
+        known_rules, dead = self.known_rules, self.dead
         path = [root]
         node = root
         while not node.terminal and node.id in expanded:
             kids = children(node.id)
-            if not kids or (step_check and all(c.check is False for c in kids)):
+            if not kids:
+                break
+            if known_rules:
+                kids = [c for c in kids if not dead(c)]
+                if not kids or (self.progressive and self.drawn.get(node.id, 0) < self.allowed(node)):
+                    break  # every child is known, or the node may hold more: it is expanded (again)
+            elif step_check and all(c.check is False for c in kids):
                 break
             n_parent = max(1, node.visits + node.virtual_loss)
             best, best_s = kids[0], _NEG_INF
@@ -125,6 +166,35 @@ class _MCTS:
             node = best
             path.append(node)
         return path
+
+    def dead(self, c: Node) -> bool:
+        """A child selection skips (known-children rules): a rejected step, a terminal whose known value
+        was backed up once (when widening), a node exhausted by re-expansion (its fresh samples all merged into known
+        children, so widening moves up to its parent), or a step valued below prune_below (a verifier's
+        verdict overrides the value)."""
+        if c.check is False or c.id in self.exhausted:
+            return True
+        if c.terminal and (self.cfg.verifier and c.score is not None):
+            return self.skip_known and c.visits > 0  # backed up once, then known
+        if self.skip_known and c.terminal and c.visits > 0 and self.value_known(c):
+            return True
+        pb = self.cfg.prune_below
+        return pb is not None and c.value is not None and c.value < pb
+
+    def allowed(self, node: Node) -> float:
+        """Progressive widening: how many sampled steps `node` may hold at its visit count."""
+        return self.cfg.pw_k * max(1, node.visits + node.virtual_loss) ** self.cfg.pw_alpha
+
+    def found(self) -> bool:
+        """Whether the tree holds a verified-correct terminal (scans only the nodes added since last time)."""
+        tree = self.tree
+        n = len(tree)
+        for i in range(self.scanned, n):
+            if tree.node(i).correct:
+                self.scanned = i  # stay on it: found stays true
+                return True
+        self.scanned = n
+        return False
 
     def add_root_noise(self, root: Node) -> None:
         kids = self.tree.children(root.id)
@@ -188,9 +258,14 @@ class _MCTS:
         ro = Rollouts(tree, expand, cfg, keep=cfg.keep_rollouts, temperature=cfg.rollout_temperature,
                       cache=self.greedy) if self.lam > 0 else None
         reqs: list[Request] = []
+        # Re-expansions (reexpand): a node whose fresh samples all merge into known children is exhausted.
+        again = {leaf.id: len(tree.children(leaf.id)) for leaf in expand if leaf.id in self.expanded} \
+            if self.skip_known else {}
         if expand:
             reqs.append(Propose([leaf.id for leaf in expand], cfg.expand_n, cfg.temperature))
             self.expanded.update(leaf.id for leaf in expand)
+            for leaf in expand:
+                self.drawn[leaf.id] = self.drawn.get(leaf.id, 0) + cfg.expand_n
         if need_v:
             reqs.append(Evaluate(need_v))
         first = True
@@ -204,6 +279,8 @@ class _MCTS:
             if ro is not None and roll_req is not None:
                 ro.receive(results[-1])  # the rollout request is always last
             reqs = []
+            if first:
+                self.exhausted.update(i for i, n in again.items() if len(tree.children(i)) == n)
             if first and self.unvisited_value and expand:
                 # Children of the expanded leaves (rollout first steps included) get value estimates.
                 todo = [c.id for leaf in expand for c in tree.children(leaf.id)
@@ -225,7 +302,8 @@ class _MCTS:
         """Run up to `budget` simulations from `root`, `parallel_leaves` per round."""
         done = 0
         self.add_root_noise(root)
-        while done < budget and not self.ctx.out_of_budget():
+        stop = self.cfg.stop_when_found
+        while done < budget and not self.ctx.out_of_budget() and not (stop and self.found()):
             batch, known = self.select_batch(root, budget - done)
             done += known
             if not batch:
@@ -255,6 +333,10 @@ class _MCTS:
 
     def choose_answer(self, committed: list[Node]) -> Node | None:
         tree, cfg = self.tree, self.cfg
+        if cfg.answer_rule == "value":  # a test-time verifier: every terminal has its value by now
+            terms = tree.terminals()
+            return vote(terms, [path_prior(tree, n) * (1.0 + (n.value if n.value is not None else -1.0)) / 2.0
+                                for n in terms])
         if cfg.answer_rule != "path":
             key = (lambda n: (n.visits, n.q)) if cfg.answer_rule == "visits" else (lambda n: (n.q, n.visits))
             terms = tree.terminals() if cfg.verifier else ([n for n in tree.terminals() if n.visits]
@@ -274,6 +356,16 @@ class _MCTS:
             if terms:
                 return best_node(terms, lambda n: (n.visits, n.q), cfg)
         return None
+
+
+def path_prior(tree: Tree, node: Node) -> float:
+    """The product of the priors on the path to `node`: the policy's share of its samples that would take
+    this path. A vote over distinct terminals must weigh them by it: right solutions tend to share one path
+    (merged samples), wrong ones to scatter over many."""
+    p = 1.0
+    for n in tree.path(node.id)[1:]:
+        p *= n.prior
+    return p
 
 
 def mcts(ctx: SearchContext[MCTSConfig]) -> Search:
@@ -297,4 +389,8 @@ def mcts(ctx: SearchContext[MCTSConfig]) -> Search:
             root = child
             committed.append(root)
         tree.stats["committed"] = [n.id for n in committed]
+    if cfg.answer_rule == "value":
+        todo = [n.id for n in tree.terminals() if n.value is None]
+        if todo:
+            yield [Evaluate(todo)]
     set_answer(tree, st.choose_answer(committed))

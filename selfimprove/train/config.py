@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from envs.errors import UserError, pydantic_message
 
@@ -146,13 +146,24 @@ def unknown_trl_option(options: Mapping[str, Any]) -> str | None:
 
 
 class ValueTrainConfig(TrainerConfig):
-    """How `train_value` trains: regression onto the node targets plus the sibling ranking loss."""
+    """How `train_value` trains: regression onto the node targets, SVPO's sibling margin ranking and
+    rStar-Math's sibling preference (Bradley–Terry) loss, each with its weight (0 turns a term off).
+
+    A Tree-PLV-style step verifier is `regression_weight: 0, rank_weight: 0, bt_weight: 1`.
+    """
 
     epochs: int = Field(default=3, ge=1)
     lr: float = Field(default=1e-4, gt=0)
     heldout_fraction: float = Field(default=0.2, description="Trees held out for AUROC and MSE, in [0, 1).")
     batch_size: int = Field(default=32, ge=1)
     target: Literal["mc", "q"] = Field(default="mc", description="mc: subtree success rate; q: the MCTS Q.")
+    regression: Literal["mse", "bce"] = Field(default="mse", description="mse: (tanh(raw) − target)²; bce: "
+                                              "BCE(sigmoid(2·raw), (1 + target)/2), a process reward model.")
+    regression_weight: float = Field(default=1.0, ge=0, description="Weight of the regression term.")
+    confidence_k: float = Field(default=0.0, ge=0, description="Weigh each example's regression by n/(n + k), n = "
+                                "outcomes behind its target (terminals below, or visits); 0 = all equal.")
+    bt_weight: float = Field(default=0.0, ge=0, description="Weight of the sibling Bradley–Terry preference term "
+                             "(a step reaching a verified answer over a sibling reaching only wrong ones).")
     rank_weight: float = Field(default=1.0, ge=0, description="Weight of the sibling margin-ranking term.")
     rank_margin: float = Field(default=0.1, description="Margin the better sibling's value must clear.")
     rank_gap: float = Field(default=0.1, description="Siblings are ranked when their targets differ by more.")
@@ -161,6 +172,12 @@ class ValueTrainConfig(TrainerConfig):
                        "into the saved trunk.")
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> Self:
+        if self.regression_weight == 0 and self.rank_weight == 0 and self.bt_weight == 0:
+            raise ValueError("regression_weight, rank_weight and bt_weight are all 0: nothing to train")
+        return self
 
     @field_validator("heldout_fraction")
     @classmethod

@@ -1,12 +1,12 @@
-"""Value-model training from search trees: regression onto outcomes plus a sibling ranking loss.
+"""Value-model (process reward model) training from search trees: the examples, the loop, the report.
 
 Each tree node becomes an example: its prefix text (``tree.prefix_text``: prompt + steps, each + the
-tree's delimiter) and a target in [-1, 1] — by default the Monte-Carlo success of its subtree (2·correct/terminals − 1, nodes
-with no terminal below are skipped), or its MCTS Q (`target="q"`). The loss is
-``MSE(tanh(raw), target) + rank_weight · mean relu(rank_margin − (tanh(raw_a) − tanh(raw_b)))`` over
-sibling pairs whose targets differ by more than `rank_gap` (a above b; the SVPO-style step ranking).
-Held-out trees (split by tree, so shared prefixes do not leak) give the AUROC of telling prefixes that
-reach a verified-correct answer from prefixes whose subtree has answers but none correct.
+tree's delimiter) and a target in [-1, 1] — by default the Monte-Carlo success of its subtree
+(2·correct/terminals − 1; nodes with no terminal below are skipped), or its MCTS Q (`target="q"`) — with
+how many outcomes back it (terminals below, or visits) as its confidence. The loss combines regression,
+SVPO's sibling margin ranking and rStar-Math's sibling preference (Bradley–Terry) loss, each with its
+weight (`value_losses.py`; defaults: MSE + margin ranking). Held-out trees (split by tree, so shared
+prefixes do not leak) give AUROC and calibration (ECE), overall and by depth (`value_metrics.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ from selfimprove.train.checkpoint import METRICS_FILE, peak_rss_mb
 from selfimprove.train.config import ValueTrainConfig
 from selfimprove.train.fit import fit
 from selfimprove.train.runtime import Runtime, process_device
+from selfimprove.train.value_losses import (
+    combined_value_loss,
+    confidence_weight,
+    margin_rank_loss,
+    value_counts,
+)
+from selfimprove.train.value_metrics import auroc, calibration_report
+
+__all__ = ["ValueExample", "auroc", "evaluate", "fit_value", "predict", "train_value", "value_examples",
+           "value_loss"]
 
 
 @dataclass
@@ -38,24 +48,8 @@ class ValueExample:
     target: float
     label: int | None   # 1: reaches a correct answer, 0: has answers below but none correct, None: unknown
     group: tuple[int, int | None]  # (tree index, parent id): siblings share a group
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """Area under the ROC curve by the rank-sum (Mann–Whitney) formula, ties given average ranks."""
-    pairs = sorted(zip(scores, labels, strict=True), key=lambda x: x[0])
-    n_pos = sum(1 for _, y in pairs if y == 1)
-    n_neg = len(pairs) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):
-        j = i
-        while j + 1 < len(pairs) and pairs[j + 1][0] == pairs[i][0]:
-            j += 1
-        avg = (i + j) / 2 + 1  # 1-based average rank of the tie block
-        rank_sum += avg * sum(1 for k in range(i, j + 1) if pairs[k][1] == 1)
-        i = j + 1
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    support: int = 1    # outcomes behind the target: terminals below (mc) or visits (q)
+    depth: int = 0
 
 
 def value_examples(trees: Sequence[Tree], *, target: str = "mc", min_visits: int = 1) -> list[ValueExample]:
@@ -71,12 +65,12 @@ def value_examples(trees: Sequence[Tree], *, target: str = "mc", min_visits: int
             if target == "mc":
                 if terms == 0:
                     continue
-                y = 2.0 * correct / terms - 1.0
+                y, support = 2.0 * correct / terms - 1.0, terms
             else:
                 if node.visits < min_visits:
                     continue
-                y = max(-1.0, min(1.0, node.q))
-            out.append(ValueExample(tree.prefix_text(node.id), y, label, (t_idx, node.parent)))
+                y, support = max(-1.0, min(1.0, node.q)), node.visits
+            out.append(ValueExample(tree.prefix_text(node.id), y, label, (t_idx, node.parent), support, node.depth))
     return out
 
 
@@ -98,44 +92,25 @@ def predict(model, tok, prefixes: Sequence[str], batch_size: int = 64) -> list[f
     return out
 
 
-def evaluate(model, tok, examples: Sequence[ValueExample]) -> dict[str, float | None]:
-    """MSE against targets and AUROC on labelled examples."""
+def evaluate(model, tok, examples: Sequence[ValueExample]) -> dict[str, Any]:
+    """MSE against targets, AUROC on labelled examples, ECE, and both by depth (`calibration_report`)."""
     if not examples:
-        return {"mse": None, "auroc": None}
+        return {"mse": None, "auroc": None, "ece": None, "pair_accuracy": None, "by_depth": {}}
     v = predict(model, tok, [e.prefix for e in examples])
     mse = sum((a - e.target) ** 2 for a, e in zip(v, examples, strict=True)) / len(v)
-    lab = [(a, e.label) for a, e in zip(v, examples, strict=True) if e.label is not None]
-    return {"mse": mse, "auroc": auroc([a for a, _ in lab], [y for _, y in lab]) if lab else None}
-
-
-def ranked_pairs(targets: Sequence[float], groups: Sequence, rank_gap: float) -> tuple[list[int], list[int]]:
-    """(better, worse) indices of sibling pairs whose targets differ by more than rank_gap."""
-    a_idx, b_idx = [], []
-    for i in range(len(groups)):
-        for j in range(len(groups)):
-            if i != j and groups[i] == groups[j] and float(targets[i]) > float(targets[j]) + rank_gap:
-                a_idx.append(i)
-                b_idx.append(j)
-    return a_idx, b_idx
+    rep = calibration_report(v, [e.target for e in examples], [e.label for e in examples],
+                             [e.depth for e in examples], [e.group for e in examples])
+    return {"mse": mse, **rep}
 
 
 def value_loss(values: torch.Tensor, targets: torch.Tensor, groups: Sequence, *, rank_weight: float,
-               rank_margin: float, rank_gap: float, norm: Mapping[str, float] | None = None
-               ) -> tuple[torch.Tensor, int]:
-    """MSE(values, targets) + rank_weight · mean sibling margin loss; also the number of ranked pairs.
-
-    norm: {"examples", "rank_pairs"} over the whole optimiser step when it is split across processes or
-    micro-batches (the means become sums over this part divided by those counts)."""
-    a_idx, b_idx = ranked_pairs(targets.tolist(), groups, rank_gap)
-    if norm is None:
-        loss = torch.nn.functional.mse_loss(values, targets)
-    else:
-        loss = (values - targets).pow(2).sum() / max(norm["examples"], 1.0)
-    if a_idx and rank_weight > 0:
-        margins = torch.relu(rank_margin - (values[a_idx] - values[b_idx]))
-        ranked = margins.mean() if norm is None else margins.sum() / max(norm["rank_pairs"], 1.0)
-        loss = loss + rank_weight * ranked
-    return loss, len(a_idx)
+               rank_margin: float, rank_gap: float) -> tuple[torch.Tensor, int]:
+    """MSE(values, targets) + rank_weight · mean sibling margin loss; also the number of ranked pairs."""
+    loss = torch.nn.functional.mse_loss(values, targets)
+    rank, n = margin_rank_loss(values, targets.tolist(), groups, margin=rank_margin, gap=rank_gap)
+    if n and rank_weight > 0:
+        loss = loss + rank_weight * rank
+    return loss, n
 
 
 def load_value_model(init_from: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
@@ -172,7 +147,8 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
     """Train a value model on tree nodes and write it into `out_dir`; return metrics (also saved there).
     device / dtype / attn_implementation: where the model trains (agents.devices, checked first).
 
-    Metrics include heldout_auroc_before / heldout_auroc (after) and heldout_mse_before / heldout_mse.
+    Metrics include heldout_auroc_before / heldout_auroc (after), heldout_mse_before / heldout_mse,
+    heldout_ece_before / heldout_ece and heldout_by_depth ({depth: {examples, auroc, ece}}).
     """
     from agents.devices import placement
 
@@ -222,18 +198,21 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
             for i in range(0, len(flat), cfg.batch_size):
                 yield flat[i : i + cfg.batch_size]
 
+    def weights_of(batch: list[ValueExample]) -> list[float] | None:
+        return [confidence_weight(e.support, cfg.confidence_k) for e in batch] if cfg.confidence_k > 0 else None
+
     def loss_fn(batch: list[ValueExample], norm: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
         raw = scorer(*_encode(tok, [e.prefix for e in batch], dev)).float()
-        targets = torch.tensor([e.target for e in batch], device=dev)
-        loss, n_rank = value_loss(torch.tanh(raw), targets, [e.group for e in batch], rank_weight=cfg.rank_weight,
-                                  rank_margin=cfg.rank_margin, rank_gap=cfg.rank_gap, norm=norm)
-        return loss, {"rank_pairs": n_rank}
+        loss, parts = combined_value_loss(
+            raw, [e.target for e in batch], [e.label for e in batch], [e.group for e in batch], weights_of(batch),
+            regression=cfg.regression, regression_weight=cfg.regression_weight, rank_weight=cfg.rank_weight,
+            rank_margin=cfg.rank_margin, rank_gap=cfg.rank_gap, bt_weight=cfg.bt_weight, norm=norm)
+        return loss, parts
 
     def counts(batch: list[ValueExample]) -> dict[str, float]:
         """The loss's normalisers (`fit`'s count_fn). Sibling pairs are ranked within a micro-batch."""
-        return {"examples": float(len(batch)),
-                "rank_pairs": float(len(ranked_pairs([e.target for e in batch], [e.group for e in batch],
-                                                     cfg.rank_gap)[0]))}
+        return value_counts([e.target for e in batch], [e.label for e in batch], [e.group for e in batch],
+                            weights_of(batch), cfg.rank_gap)
 
     t0 = time.perf_counter()
     total = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
@@ -250,6 +229,11 @@ def fit_value(trees: Sequence[Tree] | str | os.PathLike, out_dir: str | os.PathL
         "final_loss": history[-1]["loss"] if history else None, "train_s": wall,
         "heldout_mse_before": before["mse"], "heldout_mse": after["mse"],
         "heldout_auroc_before": before["auroc"], "heldout_auroc": after["auroc"],
+        "heldout_ece_before": before["ece"], "heldout_ece": after["ece"], "heldout_by_depth": after["by_depth"],
+        "heldout_pair_accuracy": after.get("pair_accuracy"),
+        "losses": {"regression": cfg.regression, "regression_weight": cfg.regression_weight,
+                   "rank_weight": cfg.rank_weight, "bt_weight": cfg.bt_weight, "confidence_k": cfg.confidence_k},
+        "bt_pairs": sum(row.get("bt_pairs", 0) for row in history),
         "peak_rss_mb": peak_rss_mb(), "init_from": str(init_from), "lora": cfg.lora,
         "trainable_params": sum(p.numel() for p in params), "history": history,
     }
