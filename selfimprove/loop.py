@@ -93,7 +93,12 @@ class Loop:
 
     def base_policy(self) -> Path:
         """The starting checkpoint: the configured path, or the embedded tiny policy (built once, cached)."""
+        from agents.embedded import embedded_dir, is_embedded
+
         pol = self.cfg.policy
+        if is_embedded(pol.path):
+            self.progress.phase(f"prepare {pol.path}")
+            return embedded_dir(pol.path)  # converted once into an HF directory, cached
         if pol.path != TINY:
             return Path(pol.path).expanduser()
         self.progress.phase("build tiny policy")
@@ -222,6 +227,9 @@ class Loop:
         cfg, run = self.cfg, self.run
         self._write_config()
         base = self.base_policy()
+        from selfimprove.prompting import apply_prompting
+
+        apply_prompting(self.env, cfg.prompt, str(base))  # the same prompt text for every stage and iteration
         self._stage("baseline", None, lambda: {"eval": self._evaluate(base, None, stage_seed(cfg.seed, -1, "eval"))})
         policy_dir = base
         for i in range(cfg.iterations):

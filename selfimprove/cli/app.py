@@ -11,7 +11,7 @@ from rich.table import Table
 
 from selfimprove.overrides import parse_sets
 
-__all__ = ["JSON_OPTION", "KNOB_OPTION", "app", "console", "emit", "err_console", "parse_sets", "quiet_transformers"]
+__all__ = ["CHAT_OPTION", "JSON_OPTION", "KNOB_OPTION", "SHOTS_OPTION", "SYSTEM_OPTION", "TEMPLATE_OPTION", "app", "console", "emit", "err_console", "parse_sets", "prompt_from_options", "quiet_transformers"]
 
 app = typer.Typer(
     name="selfimprove",
@@ -25,6 +25,24 @@ err_console = Console(stderr=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary as the last line.")
 KNOB_OPTION = typer.Option([], "--knob", help="Set an environment knob, KEY=VALUE (repeatable), e.g. max_ops=3.")
+
+CHAT_OPTION = typer.Option("auto", "--chat", help="Chat template: auto (when the model has one), on, off.")
+SYSTEM_OPTION = typer.Option(None, "--system", help="System prompt.")
+SHOTS_OPTION = typer.Option(0, "--shots", min=0, help="Worked examples from the env's reference solutions.")
+TEMPLATE_OPTION = typer.Option(None, "--template", help="The question's text with a '{question}' slot.")
+PROMPT_NAMES = {"chat": "--chat", "shots": "--shots"}
+
+
+def prompt_from_options(chat: str, system: str | None, shots: int, template: str | None):
+    """The `PromptConfig` the prompt options describe; a bad value is a UserError naming the option."""
+    from envs.errors import UserError
+    from envs.prompting import QUESTION, PromptConfig
+
+    if chat not in ("auto", "on", "off"):
+        raise UserError(f"--chat must be 'auto', 'on' or 'off', got '{chat}'")
+    if template is not None and QUESTION not in template:
+        raise UserError("--template must contain the question slot '{question}'")
+    return PromptConfig(chat=chat, system=system, shots=shots, template=template)  # pyright: ignore[reportArgumentType]
 
 
 def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> None:

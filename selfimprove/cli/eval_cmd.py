@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import typer
 
-from selfimprove.cli.app import JSON_OPTION, KNOB_OPTION, app, emit, parse_sets
+from selfimprove.cli.app import (
+    CHAT_OPTION,
+    JSON_OPTION,
+    KNOB_OPTION,
+    PROMPT_NAMES,
+    SHOTS_OPTION,
+    SYSTEM_OPTION,
+    TEMPLATE_OPTION,
+    app,
+    emit,
+    parse_sets,
+    prompt_from_options,
+)
 
 
 @app.command("eval")
 def eval_cmd(
-    policy: str = typer.Option(..., "--policy", help="An HF model directory or GGUF file."),
+    policy: str = typer.Option(..., "--policy", help="An HF model directory, GGUF file, or 'smollm2-135m'."),
     env: str = typer.Option("arithmetic", "--env", help="Environment name (see `selfimprove envs list`)."),
     problems: int = typer.Option(100, "--problems", min=1, help="Held-out (test split) problems."),
     k: int = typer.Option(8, "--k", min=1, help="Samples per problem for maj@k and pass@k."),
@@ -19,6 +31,10 @@ def eval_cmd(
     search: str = typer.Option(None, "--search", help="Also report this search algorithm's accuracy."),
     device: str = typer.Option("cpu", "--device"),
     knobs: list[str] = KNOB_OPTION,
+    chat: str = CHAT_OPTION,
+    system: str | None = SYSTEM_OPTION,
+    shots: int = SHOTS_OPTION,
+    template: str | None = TEMPLATE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Evaluate a policy on the environment's test split with the verifier."""
@@ -31,9 +47,13 @@ def eval_cmd(
     from selfimprove.evaluate import evaluate
 
     quiet_transformers()
+    prompting = prompt_from_options(chat, system, shots, template)
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     probs = environment.load("test", problems, seed=seed)
     pol = load_policy(policy, device=device, seed=seed)
+    from selfimprove.prompting import apply_prompting
+
+    apply_prompting(environment, prompting, policy, names=PROMPT_NAMES)
     vm = None
     if value is not None:
         from agents.value import HFValueModel
