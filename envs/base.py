@@ -38,6 +38,17 @@ class EnvConfig(BaseModel):
         "A regex that ends a step where it first matches (HF backend), e.g. '\\n\\s*\\n'; steps are still "
         "joined with step_delimiter."))
 
+    @field_validator("step_delimiter")
+    @classmethod
+    def _unescape(cls, v: str | None) -> str | None:
+        """`\\n` typed on a command line (`--knob step_delimiter='\\n\\n'`) means a newline."""
+        if v is not None and "\\" in v:
+            try:
+                v = v.encode("latin-1", "backslashreplace").decode("unicode_escape")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"bad escape sequence ({e.reason})") from None
+        return v
+
     @field_validator("step_pattern")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:

@@ -42,6 +42,12 @@ class PromptConfig(BaseModel):
                                                             "user turn in chat mode, the whole text before the "
                                                             "first step otherwise (default: the env's layout).")
 
+    @field_validator("chat", mode="before")
+    @classmethod
+    def _yaml_bool(cls, v: object) -> object:
+        """YAML reads an unquoted `on`/`off` as a boolean: take it as meant."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("template")
     @classmethod
     def _has_slot(cls, v: str | None) -> str | None:

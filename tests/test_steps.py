@@ -133,6 +133,7 @@ def test_delimiter_knobs():
     env = ArithmeticEnv(step_delimiter="\n\n")
     p = env.load("test", 1, seed=0)[0]
     assert env.stop == ["\n\n"] and env.render(p, ["a", "b"]) == f"Q: {p.prompt}\na\n\nb\n\n"
+    assert ArithmeticEnv(step_delimiter=r"\n\n").step_delimiter == "\n\n"  # as typed on a command line
     env = ArithmeticEnv(step_pattern=r"\n\s*\n")
     (pat,) = env.stop
     assert isinstance(pat, re.Pattern) and env.step_delimiter == "\n"
