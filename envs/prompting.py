@@ -81,7 +81,7 @@ class Prompter:
     def _draw_shots(self) -> list[tuple[Problem, list[str]]]:
         env, k = self.env, self.config.shots
         out: list[tuple[Problem, list[str]]] = []
-        for p in env.load("train", k + 1, seed=self.config.shots_seed):  # one spare: a shot never asks itself
+        for p in env.load("train", k + 1, seed=self.config.shots_seed):  # a spare: a shot never asks itself
             steps = env.reference_steps(p)
             if steps is None:
                 raise UserError(f"{self.names['shots']}: environment '{env.name}' has no reference solutions to "
@@ -104,7 +104,8 @@ class Prompter:
         return "".join(s + d for s in steps)
 
     def shots_for(self, problem: Problem) -> list[tuple[Problem, list[str]]]:
-        return [s for s in self.shots if s[0].id != problem.id][: self.config.shots]
+        """The examples shown before `problem`: never the problem itself (same id or same question)."""
+        return [s for s in self.shots if s[0].id != problem.id and s[0].prompt != problem.prompt][: self.config.shots]
 
     # --- the prompt ------------------------------------------------------------------------------
     def __call__(self, problem: Problem) -> str:
