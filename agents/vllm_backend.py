@@ -32,8 +32,6 @@ from agents.loading import load_tokenizer, resolve_model_path
 from agents.sampling import row_seed
 from envs.errors import UserError
 
-BLANK_RETRIES = 4  # continuations of a sample that stopped before any text (see propose)
-
 
 def _tokenizer_fingerprint(directory: str) -> bytes:
     p = Path(directory) / "tokenizer.json"
@@ -131,9 +129,9 @@ class VLLMPolicy(Policy):
                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token.
 
-        vLLM stops at the first stop string even before any text: such a blank sample is continued (up to
-        BLANK_RETRIES times, within max_step_tokens) so that, as with HFPolicy, a step is never empty
-        unless EOS or the length limit came first. Regex stops (`step_pattern`) need the HF backend.
+        vLLM stops at the first stop string even before any text: such a blank sample is continued (within
+        max_step_tokens) so that, as with HFPolicy, a step is never empty unless EOS or the length limit came
+        first. Regex stops (`step_pattern`) need the HF backend.
         """
         from vllm import SamplingParams  # pyright: ignore[reportMissingImports]
 
@@ -154,12 +152,14 @@ class VLLMPolicy(Policy):
                                          stop=strings or None, logprobs=1, seed=seed_p))
         outs = self._run(self._encode(prefixes), params)
         result = [[self._sample(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outs]
-        for attempt in range(1, BLANK_RETRIES + 1):
+        attempt = 0
+        while True:  # each round adds at least one token to every sample it continues: bounded by max_step_tokens
             todo = [(i, j) for i, row in enumerate(result) for j, smp in enumerate(row)
                     if smp.finish_reason == "stop" and content_start(smp.text) < 0
                     and len(smp.token_ids) < max_step_tokens]
             if not todo:
                 break
+            attempt += 1
             heads = [result[i][j] for i, j in todo]
             texts = [prefixes[i] + self.tokenizer.decode(h.token_ids) for (i, _), h in zip(todo, heads, strict=True)]
             more = [SamplingParams(n=1, temperature=temperature, top_p=top_p, stop=strings or None, logprobs=1,
@@ -171,6 +171,10 @@ class VLLMPolicy(Policy):
                 result[i][j] = Sample(text=strip_blank_lines(tail.text), token_ids=h.token_ids + tail.token_ids,
                                       token_logprobs=h.token_logprobs + tail.token_logprobs,
                                       finish_reason=tail.finish_reason)
+        for row in result:  # blank to the last token: cut by the length limit, as HFPolicy reports it
+            for smp in row:
+                if smp.finish_reason == "stop" and content_start(smp.text) < 0:
+                    smp.finish_reason = "length"
         return result
 
     @staticmethod
