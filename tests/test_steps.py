@@ -141,3 +141,21 @@ def test_delimiter_knobs():
         ArithmeticEnv(step_pattern="(")
     with pytest.raises(UserError, match="empty string"):
         ArithmeticEnv(step_pattern=r"\n*")
+
+
+def test_pairs_fake_no_delimiter_onto_a_truncated_step():
+    from selfimprove.pairs import extract
+
+    env = ToyEnv()
+    prob = env.load("test", 1, seed=0)[0]
+    right = env.score  # the toy env's own verifier decides which ending is right
+
+    def script(prefix):
+        return [cand(f"A: {prob.answer}", -0.1), cand("A: 1 and then a long ramble", -0.2, finish="length")]
+
+    tree = run_search(env, [prob], ScriptedPolicy(script, cycle=True), algo="best_of_n",
+                      config={"n": 2, "temperature": 1.0}).trees[0]
+    assert right(prob, [f"A: {prob.answer}"]) == 1.0
+    records, _ = extract([tree], "outcome", {}, env=env)
+    (pair,) = records
+    assert pair.chosen == f"A: {prob.answer}\n" and pair.rejected == "A: 1 and then a long ramble"
