@@ -144,7 +144,7 @@ def test_delimiter_knobs():
 
 
 def test_pairs_fake_no_delimiter_onto_a_truncated_step():
-    from selfimprove.pairs import extract
+    from selfimprove.pairs import PreferencePair, extract
 
     env = ToyEnv()
     prob = env.load("test", 1, seed=0)[0]
@@ -158,4 +158,5 @@ def test_pairs_fake_no_delimiter_onto_a_truncated_step():
     assert right(prob, [f"A: {prob.answer}"]) == 1.0
     records, _ = extract([tree], "outcome", {}, env=env)
     (pair,) = records
+    assert isinstance(pair, PreferencePair)
     assert pair.chosen == f"A: {prob.answer}\n" and pair.rejected == "A: 1 and then a long ramble"
