@@ -7,12 +7,17 @@ Every call takes a batch. Text in, text out: a *prefix* is the full text the mod
 from __future__ import annotations
 
 import random
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 FinishReason = Literal["stop", "length", "eos"]
+# What ends a step: a stop string, or a compiled regex (HF backend only; vLLM takes strings).
+Stop = str | re.Pattern[str]
+_BLANK_LINES = re.compile(r"^(?:[ \t\r]*\n)+")
+_NON_BLANK = re.compile(r"\S")
 # The longest step a backend generates unless told otherwise; search's config defaults to it too.
 MAX_STEP_TOKENS = 48
 
@@ -37,6 +42,17 @@ class Sample:
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+
+def content_start(text: str) -> int:
+    """Index of the first non-whitespace character of `text`, or -1: a stop before it does not end a step."""
+    m = _NON_BLANK.search(text)
+    return m.start() if m is not None else -1
+
+
+def strip_blank_lines(text: str) -> str:
+    """`text` without the blank lines it starts with (indentation of its first line is kept)."""
+    return _BLANK_LINES.sub("", text)
 
 
 def check_propose_args(n: int, temperature: float, top_p: float, max_step_tokens: int) -> None:
@@ -90,7 +106,7 @@ class Policy(ABC):
         prefixes: Sequence[str],
         n: int = 1,
         *,
-        stop: Sequence[str] = ("\n",),
+        stop: Sequence[Stop] = ("\n",),
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_step_tokens: int = MAX_STEP_TOKENS,

@@ -21,9 +21,12 @@ from agents.base import (
     FinishReason,
     Policy,
     Sample,
+    Stop,
     check_propose_args,
+    content_start,
     prefix_seeds,
     split_continuations,
+    strip_blank_lines,
 )
 from agents.loading import cache_kwarg, load_causal_lm, load_tokenizer, output_cache, resolve_model_path
 from agents.sampling import row_seed, sample_tokens
@@ -32,9 +35,17 @@ from agents.sampling import row_seed, sample_tokens
 SCORE_LOGIT_BUDGET = 1 << 26
 
 
-def _first_stop(text: str, stop: Sequence[str]) -> int:
-    """Index of the earliest stop string in `text`, or -1."""
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+def _first_stop(text: str, stop: Sequence[Stop], start: int = 0) -> int:
+    """Index of the earliest stop (a string, or a compiled regex) in `text` at or after `start`, or -1."""
+    hits = []
+    for s in stop:
+        if isinstance(s, str):
+            i = text.find(s, start) if s else -1
+        else:
+            m = s.search(text, start)
+            i = m.start() if m is not None else -1
+        if i >= 0:
+            hits.append(i)
     return min(hits) if hits else -1
 
 
@@ -104,14 +115,15 @@ class HFPolicy(Policy):
                           use_cache=keep_last, **kw)
 
     # --- propose ------------------------------------------------------------------------------------
-    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
+    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[Stop] = ("\n",),
                 temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = MAX_STEP_TOKENS,
                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """`n` samples per prefix (see Policy.propose).
 
         Returned token_ids / token_logprobs cover every generated token up to and including the one that
         completed the stop string or the EOS token (as vLLM reports them); `text` excludes the stop string
-        and EOS. token_logprobs are the raw model's log-softmax (temperature 1, no top-p) of each chosen
+        and EOS, and blank lines before the step's first non-blank character (a stop found before it is
+        skipped, so a step is never empty unless EOS or the length limit came first). token_logprobs are the raw model's log-softmax (temperature 1, no top-p) of each chosen
         token, so `sample.logprob == score([prefix], [text + stop])` whenever the tokenizer encodes
         prefix + text + stop into the prefix's tokens followed by the sampled ones.
         """
@@ -136,7 +148,7 @@ class HFPolicy(Policy):
                 out[i][j] = sample
         return out  # type: ignore[return-value]
 
-    def _generate(self, prompts: list[list[int]], seeds: list[int], stop: tuple[str, ...], temperature: float,
+    def _generate(self, prompts: list[list[int]], seeds: list[int], stop: tuple[Stop, ...], temperature: float,
                   top_p: float, max_new: int) -> list[Sample]:
         import torch
 
@@ -155,10 +167,10 @@ class HFPolicy(Policy):
 
         tokens: list[list[int]] = [[] for _ in range(B)]
         logprobs: list[list[float]] = [[] for _ in range(B)]
-        tails = [""] * B  # recent decoded text, for spotting stop strings cheaply
+        texts = [""] * B  # decoded pieces so far, for spotting stops
+        starts = [-1] * B  # where each row's first non-blank character is (-1: none yet)
         finish: list[FinishReason] = ["length"] * B
         active = list(range(B))
-        longest_stop = max((len(s) for s in stop), default=0)
         cache = None
         with torch.inference_mode():
             for t in range(max_new):
@@ -179,9 +191,10 @@ class HFPolicy(Policy):
                         finish[b] = "eos"
                         continue
                     if stop:
-                        piece = self._piece(tok)
-                        tails[b] = (tails[b] + piece)[-(longest_stop + len(piece)):]
-                        if _first_stop(tails[b], stop) >= 0:
+                        text = texts[b] = texts[b] + self._piece(tok)
+                        if starts[b] < 0:
+                            starts[b] = content_start(text)
+                        if starts[b] >= 0 and _first_stop(text, stop, starts[b]) >= 0:
                             finish[b] = "stop"
                             continue
                     keep.append(r)
@@ -202,13 +215,14 @@ class HFPolicy(Policy):
         return [self._finish(tokens[b], logprobs[b], finish[b], stop) for b in range(B)]
 
     def _finish(self, tokens: list[int], logprobs: list[float], finish: FinishReason,
-                stop: tuple[str, ...]) -> Sample:
+                stop: tuple[Stop, ...]) -> Sample:
         body = tokens[:-1] if finish == "eos" else tokens
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         if finish == "stop":
-            cut = _first_stop(text, stop)
+            cut = _first_stop(text, stop, max(0, content_start(text)))
             if cut >= 0:
                 text = text[:cut]
+        text = strip_blank_lines(text)
         return Sample(text=text, token_ids=list(tokens), token_logprobs=list(logprobs), finish_reason=finish)
 
     # --- score ------------------------------------------------------------------------------------------

@@ -33,7 +33,15 @@ class ModelSource:
 
 
 def resolve_model_path(path: str | os.PathLike, *, what: str = "model") -> ModelSource:
-    """Check `path` is an HF model directory (with config.json) or a .gguf file; UserError otherwise."""
+    """Check `path` is an HF model directory (with config.json) or a .gguf file; UserError otherwise.
+
+    The name of an embedded pretrained model (`agents.embedded`, e.g. `smollm2-135m`) resolves to its
+    cached HF directory (converted on first use).
+    """
+    from agents.embedded import embedded_dir, is_embedded
+
+    if is_embedded(path) and not Path(path).exists():
+        path = embedded_dir(str(path))
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"{what} path '{path}' does not exist")

@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents import probe
-from agents.base import MAX_STEP_TOKENS, Policy, Sample, check_propose_args, prefix_seeds, split_continuations
+from agents.base import (
+    MAX_STEP_TOKENS,
+    Policy,
+    Sample,
+    Stop,
+    check_propose_args,
+    content_start,
+    prefix_seeds,
+    split_continuations,
+    strip_blank_lines,
+)
 from agents.loading import load_tokenizer, resolve_model_path
 from agents.sampling import row_seed
 from envs.errors import UserError
@@ -159,15 +169,24 @@ class VLLMPolicy(Policy):
         return self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
 
     # --- Policy -----------------------------------------------------------------------------------------
-    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
+    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[Stop] = ("\n",),
                 temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = MAX_STEP_TOKENS,
                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
-        """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token."""
+        """As HFPolicy.propose: text without the stop string; tokens/logprobs through the stopping token.
+
+        vLLM stops at the first stop string even before any text: such a blank sample is continued (within
+        max_step_tokens) so that, as with HFPolicy, a step is never empty unless EOS or the length limit came
+        first. Regex stops (`step_pattern`) need the HF backend.
+        """
         from vllm import SamplingParams  # pyright: ignore[reportMissingImports]
 
         check_propose_args(n, temperature, top_p, max_step_tokens)
         if not prefixes:
             return []
+        strings = [s for s in stop if isinstance(s, str)]
+        if len(strings) != len(stop):
+            raise UserError("the vLLM backend takes literal stop strings only: a step_pattern (regex) needs the "
+                            "hf backend")
         seeds = prefix_seeds(seed, len(prefixes), self._rng)
         seen: Counter[str] = Counter()
         params = []
@@ -175,23 +194,45 @@ class VLLMPolicy(Policy):
             seed_p = row_seed(p_seed, p, seen[p], 0) & 0x7FFFFFFF
             seen[p] += 1
             params.append(SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_step_tokens,
-                                         stop=list(stop) or None, logprobs=1, seed=seed_p))
+                                         stop=strings or None, logprobs=1, seed=seed_p))
         outs = self._run(self._encode(prefixes), params)
-        result = []
-        for out in outs:
-            row = []
-            for c in sorted(out.outputs, key=lambda c: c.index):
-                ids = list(c.token_ids)
-                lps = [d[t].logprob for t, d in zip(ids, c.logprobs or [], strict=True)]
-                if c.finish_reason == "length":
-                    reason = "length"
-                elif isinstance(c.stop_reason, str):
-                    reason = "stop"
-                else:
-                    reason = "eos"
-                row.append(Sample(text=c.text, token_ids=ids, token_logprobs=lps, finish_reason=reason))
-            result.append(row)
+        result = [[self._sample(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outs]
+        attempt = 0
+        while True:  # each round adds at least one token to every sample it continues: bounded by max_step_tokens
+            todo = [(i, j) for i, row in enumerate(result) for j, smp in enumerate(row)
+                    if smp.finish_reason == "stop" and content_start(smp.text) < 0
+                    and len(smp.token_ids) < max_step_tokens]
+            if not todo:
+                break
+            attempt += 1
+            heads = [result[i][j] for i, j in todo]
+            texts = [prefixes[i] + self.tokenizer.decode(h.token_ids) for (i, _), h in zip(todo, heads, strict=True)]
+            more = [SamplingParams(n=1, temperature=temperature, top_p=top_p, stop=strings or None, logprobs=1,
+                                   max_tokens=max_step_tokens - len(h.token_ids),
+                                   seed=(params[i].seed + 7919 * attempt + j) & 0x7FFFFFFF)
+                    for (i, j), h in zip(todo, heads, strict=True)]
+            for (i, j), h, out in zip(todo, heads, self._run(self._encode(texts), more), strict=True):
+                tail = self._sample(out.outputs[0])
+                result[i][j] = Sample(text=strip_blank_lines(tail.text), token_ids=h.token_ids + tail.token_ids,
+                                      token_logprobs=h.token_logprobs + tail.token_logprobs,
+                                      finish_reason=tail.finish_reason)
+        for row in result:  # blank to the last token: cut by the length limit, as HFPolicy reports it
+            for smp in row:
+                if smp.finish_reason == "stop" and content_start(smp.text) < 0:
+                    smp.finish_reason = "length"
         return result
+
+    @staticmethod
+    def _sample(c) -> Sample:
+        ids = list(c.token_ids)
+        lps = [d[t].logprob for t, d in zip(ids, c.logprobs or [], strict=True)]
+        if c.finish_reason == "length":
+            reason = "length"
+        elif isinstance(c.stop_reason, str):
+            reason = "stop"
+        else:
+            reason = "eos"
+        return Sample(text=strip_blank_lines(c.text), token_ids=ids, token_logprobs=lps, finish_reason=reason)
 
     def score(self, prefixes: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """Summed logprob of the continuation tokens via prompt_logprobs (same BPE boundary rule as HFPolicy)."""

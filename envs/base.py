@@ -1,17 +1,24 @@
 """The environment contract: everything task-specific lives behind this class.
 
 A solution is a list of step strings. The text the policy continues is
-``env.render(problem, steps) = env.prompt(problem) + "".join(s + env.step_delimiter for s in steps)``;
+``env.render(problem, steps) = env.model_prompt(problem) + "".join(s + env.step_delimiter for s in steps)``;
 the policy proposes the next step with ``stop=env.stop`` and returns it without the delimiter.
+`model_prompt` is the env's own layout (`prompt`) unless a `Prompter` (chat template, system prompt,
+few-shot examples: `envs.prompting`) was set with `set_prompting`.
+
+Steps: the delimiter is a knob of every env (`step_delimiter`, e.g. "\n" or "\n\n"; `step_pattern`, a
+regex, ends a step where it first matches instead). Backends never return an empty step: a stop string
+that comes before any non-blank text is skipped (blank lines before a step are dropped).
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from envs.errors import UserError, pydantic_message
 from envs.types import Problem
@@ -25,6 +32,34 @@ class EnvConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_steps: int = 12
+    step_delimiter: str | None = Field(default=None, min_length=1, description=(
+        "Text after each step and the stop string that ends one, e.g. '\\n' or '\\n\\n' (default: the env's)."))
+    step_pattern: str | None = Field(default=None, min_length=1, description=(
+        "A regex that ends a step where it first matches (HF backend), e.g. '\\n\\s*\\n'; steps are still "
+        "joined with step_delimiter."))
+
+    @field_validator("step_delimiter")
+    @classmethod
+    def _unescape(cls, v: str | None) -> str | None:
+        """`\\n` typed on a command line (`--knob step_delimiter='\\n\\n'`) means a newline."""
+        if v is not None and "\\" in v:
+            try:
+                v = v.encode("latin-1", "backslashreplace").decode("unicode_escape")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"bad escape sequence ({e.reason})") from None
+        return v
+
+    @field_validator("step_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression ({e})") from None
+            if re.search(v, ""):
+                raise ValueError("the pattern matches the empty string, so it would end every step at once")
+        return v
 
 
 class Environment(ABC):
@@ -34,7 +69,8 @@ class Environment(ABC):
     kind: ClassVar[Literal["math", "code"]]
     description: ClassVar[str]
     Config: ClassVar[type[EnvConfig]] = EnvConfig
-    step_delimiter: ClassVar[str] = "\n"
+    default_delimiter: ClassVar[str] = "\n"
+    _prompting: Callable[[Problem], str] | None = None
 
     def __init__(self, config: EnvConfig | dict[str, Any] | None = None, **knobs: Any):
         if isinstance(config, EnvConfig):
@@ -59,12 +95,27 @@ class Environment(ABC):
     def prompt(self, problem: Problem) -> str:
         """The text before the first step (the template applied to the problem)."""
 
+    def set_prompting(self, prompting: Callable[[Problem], str] | None) -> None:
+        """Render prompts with `prompting` (an `envs.prompting.Prompter`) from now on; None = `prompt`."""
+        self._prompting = prompting
+
+    def model_prompt(self, problem: Problem) -> str:
+        """The text the model reads before the first step: the prompting set, else `prompt(problem)`."""
+        return self._prompting(problem) if self._prompting is not None else self.prompt(problem)
+
     @property
-    def stop(self) -> list[str]:
-        return [self.step_delimiter]
+    def step_delimiter(self) -> str:
+        """What follows each step in the rendered text (the knob, else the env's default)."""
+        return self.config.step_delimiter or self.default_delimiter
+
+    @property
+    def stop(self) -> list[str | re.Pattern[str]]:
+        """What ends a step while it is generated: the delimiter, or the compiled `step_pattern`."""
+        pattern = self.config.step_pattern
+        return [re.compile(pattern)] if pattern else [self.step_delimiter]
 
     def render(self, problem: Problem, steps: Sequence[str]) -> str:
-        return self.prompt(problem) + "".join(s + self.step_delimiter for s in steps)
+        return self.model_prompt(problem) + "".join(s + self.step_delimiter for s in steps)
 
     # --- verification ---------------------------------------------------------------------------
     @abstractmethod

@@ -58,7 +58,7 @@ def run_search(env: Environment, problems: Sequence[Problem], policy: Policy, va
         raise ValueError(f"{len(positions)} indices for {len(problems)} problems")
     for i, p in zip(positions, problems, strict=True):
         tid = hashlib.sha1(f"{p.id}|{algo}|{seed}|{i}|{checkpoint}".encode()).hexdigest()[:12]
-        tree = Tree(p, config=dump, checkpoint=checkpoint, tree_id=tid, prompt=env.prompt(p),
+        tree = Tree(p, config=dump, checkpoint=checkpoint, tree_id=tid, prompt=env.model_prompt(p),
                     delimiter=env.step_delimiter)
         ctx = SearchContext(i, p, tree, env, cfg, seed=seed, has_value=value_model is not None,
                             checkpoint=checkpoint)

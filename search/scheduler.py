@@ -8,6 +8,13 @@ chunk). After each phase every problem whose requests are all answered continues
 request joins the very next phase; nobody waits for the slowest tree. New terminal nodes (and rollout
 ends) are scored with one `env.score_many` call per phase.
 
+Steps: a sample cut at `max_step_tokens` (finish "length") or blank ends its solution *unfinished*: a
+terminal node scored 0 without asking the env, with nothing appended (it is never continued, so no
+delimiter is faked onto it). EOS ends a solution: a step that ends with EOS is terminal and scored as
+usual (its answer extracted); EOS right after a step (a blank sample) makes *that* node terminal and scored,
+so no empty step is ever added and none counts toward depth (at the root, where there is no step yet, an
+empty terminal child records that the model answered nothing).
+
 Sampling seeds are derived per prefix from (search seed, problem index, the problem's request count, item),
 so a problem's tree does not depend on which other problems shared its batches, and a prefix sampled again
 later (a re-expansion, a sampled rollout) gets fresh samples.
@@ -25,7 +32,7 @@ from agents.base import MAX_STEP_TOKENS, Sample
 from envs.base import Environment
 from envs.progress import Progress
 from search.context import SearchContext
-from search.tree import Node
+from search.tree import ROOT, Node
 from search.types import Evaluate, Extend, Policy, Propose, Request, RolloutStep, Search, ValueModel
 
 # --- seeds --------------------------------------------------------------------------------------------
@@ -42,6 +49,12 @@ def mix_seed(*parts: int) -> int:
         x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
         x ^= x >> 31
     return x & 0x7FFFFFFF
+
+
+def _unfinished(sample: Sample) -> bool:
+    """A step the model did not finish: cut at max_step_tokens, or blank. It ends the solution, scored 0
+    (nothing is appended to it: no delimiter is faked onto a step the model did not end)."""
+    return sample.finish_reason == "length" or (sample.finish_reason == "stop" and not sample.text.strip())
 
 
 _PENDING = object()
@@ -233,6 +246,13 @@ class Scheduler:
         for s in samples:
             ntok = len(s.token_ids)
             ctx.tokens += ntok
+            if s.finish_reason == "eos" and node_id != ROOT and not s.text.strip():
+                # EOS right after the parent's step: the solution ended there (no empty step is made)
+                if not parent.terminal:
+                    parent.terminal, parent.finish_reason = True, "eos"
+                    to_score.append(((ctx, parent), tree.steps(node_id)))
+                out.append(node_id)
+                continue
             lp = float(sum(s.token_logprobs))
             lm = lp / (max(1, len(s.token_logprobs)) ** alpha)
             child = by_text.get(s.text)
@@ -240,7 +260,8 @@ class Scheduler:
                 if steps is None:
                     steps = tree.steps(node_id)
                 child_steps = [*steps, s.text]
-                terminal = (s.finish_reason == "eos" or parent.depth + 1 >= ctx.max_depth
+                unfinished = _unfinished(s)
+                terminal = (unfinished or s.finish_reason == "eos" or parent.depth + 1 >= ctx.max_depth
                             or env.is_terminal(ctx.problem, child_steps))
                 child = tree.add_child(node_id, s.text, num_tokens=ntok, logprob=lp, terminal=terminal,
                                        finish_reason=s.finish_reason, checkpoint=ctx.checkpoint)
@@ -248,13 +269,17 @@ class Scheduler:
                     child.check = env.check_step(ctx.problem, steps, s.text)
                 by_text[s.text] = child
                 log_mass[child.id] = lm
-                if terminal:
+                if unfinished:
+                    child.score = 0.0
+                elif terminal:
                     to_score.append(((ctx, child), child_steps))
             else:
                 a = log_mass[child.id]
                 log_mass[child.id] = max(a, lm) + math.log1p(math.exp(-abs(a - lm)))
             out.append(child.id)
-        if len(kids) == 1:
+        if not kids:
+            pass
+        elif len(kids) == 1:
             kids[0].prior = 1.0
         else:
             top = max(log_mass[c.id] for c in kids)
@@ -268,13 +293,20 @@ class Scheduler:
                       ) -> RolloutStep:
         ntok = len(sample.token_ids)
         ctx.tokens += ntok
+        if sample.finish_reason == "eos" and path and not sample.text.strip():
+            step = RolloutStep("", ntok, True)  # EOS after the last step: the solution is `path`
+            to_score.append(((ctx, step), list(path)))
+            return step
         steps = [*path, sample.text]
-        terminal = (sample.finish_reason == "eos" or len(steps) >= ctx.max_depth
+        unfinished = _unfinished(sample)
+        terminal = (unfinished or sample.finish_reason == "eos" or len(steps) >= ctx.max_depth
                     or self.env.is_terminal(ctx.problem, steps))
         step = RolloutStep(sample.text, ntok, terminal)
         if ctx.step_check:
             step.check = self.env.check_step(ctx.problem, path, sample.text)
-        if terminal:
+        if unfinished:
+            step.score = 0.0
+        elif terminal:
             to_score.append(((ctx, step), steps))
         return step
 

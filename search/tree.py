@@ -189,6 +189,12 @@ class Tree:
         d = self.delimiter
         return "".join(s + d for s in steps)
 
+    def nodes_text(self, nodes: Iterable[Node]) -> str:
+        """Steps of `nodes` as the policy wrote them: each followed by the delimiter, except a step cut at
+        max_step_tokens (finish "length"), which the policy never ended (no delimiter is faked onto it)."""
+        d = self.delimiter
+        return "".join(n.step if n.finish_reason == "length" else n.step + d for n in nodes)
+
     def prefix_text(self, i: int) -> str:
         """The full text before the next step after `i`: the prompt, then each step + delimiter."""
         return self.prompt + self.steps_text(self.steps(i))

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.base import MAX_STEP_TOKENS, Sample
+from agents.base import MAX_STEP_TOKENS, Sample, Stop
 
 # --- configs ----------------------------------------------------------------------------------------
 
@@ -107,7 +107,7 @@ Search = Generator[list[Request], list[Any], None]
 class Policy(Protocol):
     """What search needs of a policy backend (`agents.base.Policy` and its implementations fit)."""
 
-    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[str] = ("\n",),
+    def propose(self, prefixes: Sequence[str], n: int = 1, *, stop: Sequence[Stop] = ("\n",),
                 temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = MAX_STEP_TOKENS,
                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
         """`n` samples per prefix: result[i][j] is sample j of prefixes[i]; per-prefix seeds."""

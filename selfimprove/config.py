@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from envs.errors import UserError, pydantic_message
+from envs.prompting import PromptConfig
 from search.types import SearchConfig
 from selfimprove.overrides import apply_overrides
 from selfimprove.pairs.strategies import STRATEGIES, StrategyConfig
@@ -128,7 +129,8 @@ def unknown_engine_args(options: dict[str, Any]) -> str | None:
 
 
 class PolicySection(Section):
-    path: str = Field(default=TINY, description="An HF model directory or GGUF file, or 'tiny' to build the embedded policy.")
+    path: str = Field(default=TINY, description="An HF model directory or GGUF file, 'tiny' to build the embedded "
+                                                "policy, or 'smollm2-135m' (SmolLM2-135M-Instruct, embedded).")
     tiny: TinyBuild = Field(default_factory=TinyBuild)
     backend: Literal["hf", "vllm"] = "hf"
     device: str = Field(default="auto", description="auto (CUDA GPU, else MPS, else CPU), cpu, cuda, cuda:N, mps: "
@@ -298,11 +300,23 @@ class RunConfig(Section):
     iterations: int = Field(default=3, ge=1)
     env: EnvSection = Field(default_factory=EnvSection)
     policy: PolicySection = Field(default_factory=PolicySection)
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="How problems are put to the model.")
     value: ValueSection = Field(default_factory=ValueSection)
     search: SearchSection = Field(default_factory=SearchSection)
     pairs: PairsSection = Field(default_factory=PairsSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="after")
+    def _pretrained_defaults(self) -> RunConfig:
+        """An embedded pretrained policy trains with LoRA unless `train.lora` is set."""
+        from agents.embedded import PRETRAINED_TRAIN_DEFAULTS, is_embedded
+
+        if is_embedded(self.policy.path):
+            for k, v in PRETRAINED_TRAIN_DEFAULTS.items():
+                if k not in self.train.model_fields_set:
+                    setattr(self.train, k, v)
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -378,7 +392,9 @@ def check(cfg: RunConfig, source: str) -> None:
         raise _field_error(source, "pairs.strategy", "loss 'tpo' trains on ranked lists: use strategy 'ranked-list'")
 
     check_placement(cfg, source)
-    if cfg.policy.path != TINY and not Path(cfg.policy.path).expanduser().exists():
+    from agents.embedded import is_embedded
+
+    if cfg.policy.path != TINY and not is_embedded(cfg.policy.path) and not Path(cfg.policy.path).expanduser().exists():
         raise _field_error(source, "policy.path", f"model path '{cfg.policy.path}' does not exist")
     if cfg.value.enabled and cfg.value.init != "policy" and not Path(cfg.value.init).expanduser().exists():
         raise _field_error(source, "value.init", f"value model path '{cfg.value.init}' does not exist")

@@ -68,6 +68,7 @@ class Loop:
         self.progress = progress or SILENT
         self.env = make_env(cfg.env.name, cfg.env.knobs)
         self.engine: Any = None  # the run's one vLLM engine (backend vllm), kept across stages
+        self.prompt_policy = ""  # set once the base policy is known (`_run_all`)
 
     # --- models ---------------------------------------------------------------------------------
     def _placement(self, training: bool = False) -> dict[str, Any]:
@@ -145,9 +146,11 @@ class Loop:
             finally:
                 self._done_with(policy)
             return
+        from selfimprove.prompting import prompted_env
         from selfimprove.ray_search import searcher
 
-        with searcher(s.workers, s.ray_address, partial(make_env, self.cfg.env.name, self.cfg.env.knobs),
+        with searcher(s.workers, s.ray_address, partial(prompted_env, self.cfg.env.name, self.cfg.env.knobs,
+                                                        self.cfg.prompt, self.prompt_policy),
                       self._policy_recipe(policy_dir, seed), self._value_recipe(value_dir),
                       backend=pol.backend, device=self._placement()["device"]) as found:
             yield found
@@ -166,7 +169,12 @@ class Loop:
 
     def base_policy(self) -> Path:
         """The starting checkpoint: the configured path, or the embedded tiny policy (built once, cached)."""
+        from agents.embedded import embedded_dir, is_embedded
+
         pol = self.cfg.policy
+        if is_embedded(pol.path):
+            self.progress.phase(f"prepare {pol.path}")
+            return embedded_dir(pol.path)  # converted once into an HF directory, cached
         if pol.path != TINY:
             return Path(pol.path).expanduser()
         self.progress.phase("build tiny policy")
@@ -331,6 +339,10 @@ class Loop:
     def _run_all(self) -> dict[str, Any]:
         cfg, run = self.cfg, self.run
         base = self.base_policy()
+        from selfimprove.prompting import apply_prompting
+
+        self.prompt_policy = str(base)  # the tokenizer whose chat template renders every stage's prompts
+        apply_prompting(self.env, cfg.prompt, self.prompt_policy)  # the same prompt text for every stage and iteration
         self._stage("baseline", None, lambda: {"eval": self._evaluate(base, None, stage_seed(cfg.seed, -1, "eval"))})
         policy_dir = base
         for i in range(cfg.iterations):

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from selfimprove.overrides import parse_sets
 
-__all__ = ["ATTN_OPTION", "DEVICE_OPTION", "DTYPE_OPTION", "JSON_OPTION", "KNOB_OPTION", "RAY_ADDRESS_OPTION",
-           "WORKERS_OPTION", "app", "console", "emit", "err_console", "parse_sets", "placed", "quiet_transformers"]
+__all__ = ["ATTN_OPTION", "CHAT_OPTION", "DEVICE_OPTION", "DTYPE_OPTION", "JSON_OPTION", "KNOB_OPTION",
+           "RAY_ADDRESS_OPTION", "SHOTS_OPTION", "SYSTEM_OPTION", "TEMPLATE_OPTION", "WORKERS_OPTION", "app",
+           "console", "emit", "err_console", "parse_sets", "placed", "prompt_from_options", "quiet_transformers"]
 
 app = typer.Typer(
     name="selfimprove",
@@ -42,6 +43,24 @@ WORKERS_OPTION = typer.Option(1, "--workers", min=1, help="Ray actors searching 
                               "with its own backend (1: no Ray).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="A Ray cluster (host:port, ray://host:port or auto) "
                                   "for --workers; default: a local runtime started and stopped here.")
+
+CHAT_OPTION = typer.Option("auto", "--chat", help="Chat template: auto (when the model has one), on, off.")
+SYSTEM_OPTION = typer.Option(None, "--system", help="System prompt.")
+SHOTS_OPTION = typer.Option(0, "--shots", min=0, help="Worked examples from the env's reference solutions.")
+TEMPLATE_OPTION = typer.Option(None, "--template", help="The question's text with a '{question}' slot.")
+PROMPT_NAMES = {"chat": "--chat", "shots": "--shots"}
+
+
+def prompt_from_options(chat: str, system: str | None, shots: int, template: str | None):
+    """The `PromptConfig` the prompt options describe; a bad value is a UserError naming the option."""
+    from envs.errors import UserError
+    from envs.prompting import QUESTION, PromptConfig
+
+    if chat not in ("auto", "on", "off"):
+        raise UserError(f"--chat must be 'auto', 'on' or 'off', got '{chat}'")
+    if template is not None and QUESTION not in template:
+        raise UserError("--template must contain the question slot '{question}'")
+    return PromptConfig(chat=chat, system=system, shots=shots, template=template)  # pyright: ignore[reportArgumentType]
 
 
 def emit(summary: dict[str, Any], as_json: bool, title: str | None = None) -> None:

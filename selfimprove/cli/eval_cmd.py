@@ -6,22 +6,28 @@ import typer
 
 from selfimprove.cli.app import (
     ATTN_OPTION,
+    CHAT_OPTION,
     DEVICE_OPTION,
     DTYPE_OPTION,
     JSON_OPTION,
     KNOB_OPTION,
+    PROMPT_NAMES,
     RAY_ADDRESS_OPTION,
+    SHOTS_OPTION,
+    SYSTEM_OPTION,
+    TEMPLATE_OPTION,
     WORKERS_OPTION,
     app,
     emit,
     parse_sets,
     placed,
+    prompt_from_options,
 )
 
 
 @app.command("eval")
 def eval_cmd(
-    policy: str = typer.Option(..., "--policy", help="An HF model directory or GGUF file."),
+    policy: str = typer.Option(..., "--policy", help="An HF model directory, GGUF file, or 'smollm2-135m'."),
     env: str = typer.Option("arithmetic", "--env", help="Environment name (see `selfimprove envs list`)."),
     problems: int = typer.Option(100, "--problems", min=1, help="Held-out (test split) problems."),
     k: int = typer.Option(8, "--k", min=1, help="Samples per problem for maj@k and pass@k."),
@@ -35,6 +41,10 @@ def eval_cmd(
     workers: int = WORKERS_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     knobs: list[str] = KNOB_OPTION,
+    chat: str = CHAT_OPTION,
+    system: str | None = SYSTEM_OPTION,
+    shots: int = SHOTS_OPTION,
+    template: str | None = TEMPLATE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Evaluate a policy on the environment's test split with the verifier."""
@@ -50,8 +60,12 @@ def eval_cmd(
 
     quiet_transformers()
     where = placed(device, dtype, attn)
+    prompting = prompt_from_options(chat, system, shots, template)
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     probs = environment.load("test", problems, seed=seed)
+    from selfimprove.prompting import apply_prompting, prompted_env
+
+    apply_prompting(environment, prompting, policy, names=PROMPT_NAMES)
     make_value = None
     if value is not None:
         from agents.value import HFValueModel
@@ -65,7 +79,8 @@ def eval_cmd(
         if why is not None:
             raise UserError(f"--search: {why}")
     t0 = time.perf_counter()
-    with searcher(workers, ray_address, partial(make_env, env, parse_sets(knobs, option="--knob")),
+    with searcher(workers, ray_address, partial(prompted_env, env, parse_sets(knobs, option="--knob"), prompting, policy,
+                                                     names=PROMPT_NAMES),
                   partial(load_policy, policy, seed=seed, **where), make_value, device=where["device"]) \
             as (search_fn, pol, vm), Bars("evaluating", quiet=as_json) as bars:
         out = evaluate(environment, probs, pol, k=k, temperature=temperature, seed=seed, value_model=vm,

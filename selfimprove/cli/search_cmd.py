@@ -7,22 +7,28 @@ import typer
 from envs.errors import UserError
 from selfimprove.cli.app import (
     ATTN_OPTION,
+    CHAT_OPTION,
     DEVICE_OPTION,
     DTYPE_OPTION,
     JSON_OPTION,
     KNOB_OPTION,
+    PROMPT_NAMES,
     RAY_ADDRESS_OPTION,
+    SHOTS_OPTION,
+    SYSTEM_OPTION,
+    TEMPLATE_OPTION,
     WORKERS_OPTION,
     app,
     emit,
     parse_sets,
     placed,
+    prompt_from_options,
 )
 
 
 @app.command("search")
 def search(
-    policy: str = typer.Option(..., "--policy", help="Policy model directory (HF) or GGUF file."),
+    policy: str = typer.Option(..., "--policy", help="Policy model directory (HF), GGUF file, or 'smollm2-135m'."),
     value: str | None = typer.Option(None, "--value", help="Value model directory (optional)."),
     env: str = typer.Option(..., "--env", help="Environment name (see `selfimprove envs list`)."),
     algo: str = typer.Option("mcts", "--algo", help="mcts, beam, dfs, best_of_n or greedy."),
@@ -38,6 +44,10 @@ def search(
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
     attn: str = ATTN_OPTION,
+    chat: str = CHAT_OPTION,
+    system: str | None = SYSTEM_OPTION,
+    shots: int = SHOTS_OPTION,
+    template: str | None = TEMPLATE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Search every problem with one policy (and value model), batching all problems' requests together.
@@ -53,6 +63,7 @@ def search(
     check_file_output(out)
     config = make_config(algo, parse_sets(sets))  # bad algo / key fails before any model loads
     where = placed(device, dtype, attn)
+    prompting = prompt_from_options(chat, system, shots, template)
     environment = make_env(env, parse_sets(knobs, option="--knob"))
     items = environment.load(split, problems, seed=seed)
 
@@ -60,8 +71,10 @@ def search(
 
     from agents import load_policy
     from selfimprove.cli.bars import Bars
+    from selfimprove.prompting import apply_prompting, prompted_env
     from selfimprove.ray_search import searcher
 
+    apply_prompting(environment, prompting, policy, names=PROMPT_NAMES)
     make_value = None
     if value is not None:
         from pathlib import Path
@@ -72,7 +85,8 @@ def search(
             raise UserError(f"--value '{value}' is not a directory (a saved value model)")
         make_value = partial(HFValueModel, value, **where)
     make_policy = partial(load_policy, policy, seed=seed, **where)
-    with searcher(workers, ray_address, partial(make_env, env, parse_sets(knobs, option="--knob")), make_policy,
+    with searcher(workers, ray_address, partial(prompted_env, env, parse_sets(knobs, option="--knob"), prompting, policy,
+                                                     names=PROMPT_NAMES), make_policy,
                   make_value, device=where["device"]) as (search_fn, pol, val), Bars("searching") as bars:
         result = search_fn(environment, items, pol, val, algo=algo, config=config, seed=seed,
                            max_batch=max_batch, progress=bars)

@@ -44,14 +44,16 @@ OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace --out when i
 
 @app.command("train")
 def train(
-    policy: str = typer.Option(..., "--policy", help="Policy HF directory to start from (also the reference)."),
+    policy: str = typer.Option(..., "--policy", help="Policy HF directory or 'smollm2-135m' to start from "
+                                                     "(also the reference)."),
     data: str = typer.Option(..., "--data", help="Preference JSONL (from `selfimprove pairs`); SFT records for sft."),
     loss: str = typer.Option(_default(PolicyTrainConfig, "loss"), "--loss", help=" | ".join(LOSSES)),
     out: str = typer.Option(..., "--out", help="Directory for the trained policy (written atomically)."),
     backend: str = typer.Option(_default(PolicyTrainConfig, "backend"), "--backend",
                                 help="compact (ours, prefix-shared) | trl (DPOTrainer)."),
-    lora: bool = typer.Option(_default(PolicyTrainConfig, "lora"), "--lora",
-                              help="Train a LoRA adapter (merged into the saved model)."),
+    lora: bool | None = typer.Option(None, "--lora/--no-lora",
+                                     help="Train a LoRA adapter (merged into the saved model); default: on for "
+                                          "an embedded pretrained model (smollm2-135m), off otherwise."),
     beta: float = typer.Option(_default(PolicyTrainConfig, "beta"), "--beta"),
     lr: float = typer.Option(_default(PolicyTrainConfig, "lr"), "--lr"),
     epochs: int = typer.Option(_default(PolicyTrainConfig, "epochs"), "--epochs"),
@@ -69,11 +71,14 @@ def train(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the policy on preference pairs or lists (or SFT records); print loss, margins and throughput."""
+    from agents.embedded import PRETRAINED_TRAIN_DEFAULTS, is_embedded
     from envs.errors import UserError
     from selfimprove.cli.bars import Bars
     from selfimprove.train.policy import fit_policy
     from selfimprove.train.runtime import is_main_process, output_dir
 
+    if lora is None:
+        lora = bool(PRETRAINED_TRAIN_DEFAULTS["lora"]) if is_embedded(policy) else _default(PolicyTrainConfig, "lora")
     cfg = PolicyTrainConfig.parse({"loss": loss, "backend": backend, "lora": lora, "beta": beta, "lr": lr,
                                    "epochs": epochs, "batch_size": batch_size, "alpha": alpha,
                                    "max_length": max_length, **parse_sets(sets)}, "train")

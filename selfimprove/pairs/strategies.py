@@ -3,7 +3,7 @@
 Shared vocabulary: a *decision point* is a node whose children are compared; the record's prompt renders
 the path to it (``tree.prefix_text``: the prompt + each step + the tree's delimiter) and a completion is
 the compared child's step + delimiter (+ its best continuation by Q down to a leaf when ``continuation``
-is on). A node *reaches
+is on; ``tree.nodes_text``: no delimiter after a step cut at max_step_tokens). A node *reaches
 correct* when its subtree holds a verified-correct terminal, and is *dead* when its subtree holds
 terminals but none correct.
 """
@@ -53,7 +53,7 @@ def item_nodes(tree: Tree, node: Node, cfg: StrategyConfig) -> list[Node]:
 
 
 def completion(tree: Tree, node: Node, cfg: StrategyConfig) -> str:
-    return tree.steps_text(n.step for n in item_nodes(tree, node, cfg))
+    return tree.nodes_text(item_nodes(tree, node, cfg))
 
 
 def decision_points(tree: Tree, where: str, min_parent_visits: int) -> list[Node]:
@@ -240,8 +240,8 @@ def outcome(tree: Tree, cfg: OutcomeConfig, rng: random.Random) -> list[Record]:
     if len(combos) > cfg.max_pairs_per_tree:
         combos = sorted(rng.sample(combos, cfg.max_pairs_per_tree), key=lambda ab: (ab[0].id, ab[1].id))
     return [PreferencePair(
-        strategy="outcome", prompt=tree.prompt, delimiter=tree.delimiter, chosen=tree.steps_text(tree.steps(a.id)),
-        rejected=tree.steps_text(tree.steps(b.id)), margin=(a.score or 0.0) - (b.score or 0.0),
+        strategy="outcome", prompt=tree.prompt, delimiter=tree.delimiter, chosen=tree.nodes_text(tree.path(a.id)[1:]),
+        rejected=tree.nodes_text(tree.path(b.id)[1:]), margin=(a.score or 0.0) - (b.score or 0.0),
         tree_id=tree.id, problem_id=tree.problem.id, prefix_node=0, chosen_node=a.id, rejected_node=b.id,
         checkpoint=tree.checkpoint, depth=1,
     ) for a, b in combos]
