@@ -9,6 +9,9 @@ Iteration i: training problems are drawn fresh (seeded by i); the policy is iter
 policy for i = 0) and, when enabled, the value model iter-(i-1)/value; the DPO reference is the policy
 at the start of the iteration. The held-out split is drawn once; the base policy is evaluated once
 before iteration 0 (row -1 of the summary).
+
+A little over 400 lines: the stages and the models they share (placement, the run's one vLLM engine, Ray
+searchers) are one `Loop`; splitting the model handling into its own module is the next step if it grows.
 """
 
 from __future__ import annotations
