@@ -52,7 +52,6 @@ def eval_cmd(
     from functools import partial
 
     from agents import load_policy
-    from envs.registry import make_env
     from selfimprove.cli.app import quiet_transformers
     from selfimprove.cli.bars import Bars
     from selfimprove.evaluate import evaluate
@@ -61,11 +60,12 @@ def eval_cmd(
     quiet_transformers()
     where = placed(device, dtype, attn)
     prompting = prompt_from_options(chat, system, shots, template)
-    environment = make_env(env, parse_sets(knobs, option="--knob"))
-    probs = environment.load("test", problems, seed=seed)
-    from selfimprove.prompting import apply_prompting, prompted_env
+    from selfimprove.prompting import prompted_env
 
-    apply_prompting(environment, prompting, policy, names=PROMPT_NAMES)
+    # one recipe for the environment: built here, and again by each Ray worker (same prompt text)
+    make_env = partial(prompted_env, env, parse_sets(knobs, option="--knob"), prompting, policy, names=PROMPT_NAMES)
+    environment = make_env()
+    probs = environment.load("test", problems, seed=seed)
     make_value = None
     if value is not None:
         from agents.value import HFValueModel
@@ -79,9 +79,8 @@ def eval_cmd(
         if why is not None:
             raise UserError(f"--search: {why}")
     t0 = time.perf_counter()
-    with searcher(workers, ray_address, partial(prompted_env, env, parse_sets(knobs, option="--knob"), prompting, policy,
-                                                     names=PROMPT_NAMES),
-                  partial(load_policy, policy, seed=seed, **where), make_value, device=where["device"]) \
+    with searcher(workers, ray_address, make_env, partial(load_policy, policy, seed=seed, **where), make_value,
+                  device=where["device"]) \
             as (search_fn, pol, vm), Bars("evaluating", quiet=as_json) as bars:
         out = evaluate(environment, probs, pol, k=k, temperature=temperature, seed=seed, value_model=vm,
                        search_algo=search, progress=bars, runner=search_fn)

@@ -54,7 +54,6 @@ def search(
 
     --out is replaced only when it is a trees file selfimprove wrote (or empty)."""
     from envs.io import check_file_output
-    from envs.registry import make_env
     from search.registry import make_config
     from search.tree import write_trees
 
@@ -64,17 +63,18 @@ def search(
     config = make_config(algo, parse_sets(sets))  # bad algo / key fails before any model loads
     where = placed(device, dtype, attn)
     prompting = prompt_from_options(chat, system, shots, template)
-    environment = make_env(env, parse_sets(knobs, option="--knob"))
-    items = environment.load(split, problems, seed=seed)
 
     from functools import partial
 
     from agents import load_policy
     from selfimprove.cli.bars import Bars
-    from selfimprove.prompting import apply_prompting, prompted_env
+    from selfimprove.prompting import prompted_env
     from selfimprove.ray_search import searcher
 
-    apply_prompting(environment, prompting, policy, names=PROMPT_NAMES)
+    # one recipe for the environment: built here, and again by each Ray worker (same prompt text)
+    make_env = partial(prompted_env, env, parse_sets(knobs, option="--knob"), prompting, policy, names=PROMPT_NAMES)
+    environment = make_env()
+    items = environment.load(split, problems, seed=seed)
     make_value = None
     if value is not None:
         from pathlib import Path
@@ -85,9 +85,8 @@ def search(
             raise UserError(f"--value '{value}' is not a directory (a saved value model)")
         make_value = partial(HFValueModel, value, **where)
     make_policy = partial(load_policy, policy, seed=seed, **where)
-    with searcher(workers, ray_address, partial(prompted_env, env, parse_sets(knobs, option="--knob"), prompting, policy,
-                                                     names=PROMPT_NAMES), make_policy,
-                  make_value, device=where["device"]) as (search_fn, pol, val), Bars("searching") as bars:
+    with searcher(workers, ray_address, make_env, make_policy, make_value, device=where["device"]) \
+            as (search_fn, pol, val), Bars("searching") as bars:
         result = search_fn(environment, items, pol, val, algo=algo, config=config, seed=seed,
                            max_batch=max_batch, progress=bars)
     write_trees(out, result.trees)  # only once every worker's share is done
